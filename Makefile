@@ -1,0 +1,54 @@
+# Everything the project needs is installed by this file: a virtual environment in .venv with torch and
+# torchvision pinned by constraints.txt, then the package itself in editable mode.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= 2
+SMK    := $(BIN)/snakemake --cores $(CORES) --printshellcmds
+
+.PHONY: setup demo test test-fast lint bench fmnist-data fmnist report dryrun-paper clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,slurm]'
+	touch $@
+
+## The embedded default: the synthetic demo, every stage and plot, on CPU in a few minutes.
+demo: $(STAMP)
+	$(SMK) --configfile configs/demo.yaml
+	@echo "results: results/demo/tables/summary.csv and results/demo/figures/"
+
+## The whole test suite (unit, workflow caching, lint, slurm when available).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
+
+lint: $(STAMP)
+	$(SMK) --lint --configfile configs/demo.yaml
+
+bench: $(STAMP)
+	$(BIN)/python -m ucir.bench --device auto
+
+## Real images on CPU: Debian's Fashion-MNIST package (needs root for apt-get).
+fmnist-data:
+	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+fmnist: $(STAMP) fmnist-data
+	$(SMK) --configfile configs/fashion_mnist.yaml
+
+report: $(STAMP)
+	$(SMK) --configfile configs/demo.yaml --report results/demo/report.html
+
+dryrun-paper: $(STAMP)
+	$(SMK) --dry-run --quiet rules
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,61 @@
+"""Checkpoints: plain dicts of tensors and builtins, loaded with weights_only=True and strict=True."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .data import class_order, spec_for
+from .models import IncrementalNet, build_model
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not belong to the configuration asking for it."""
+
+
+def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: int,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    net.head.merge()
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "arch": {"backbone": cfg.backbone, "head": cfg.head, "last_relu": cfg.last_relu,
+                 "in_channels": spec_for(cfg.source).channels, "num_classes": net.num_classes},
+        "phase": phase,
+        "class_order": class_order(cfg.num_classes, cfg.seed),
+        "classes_seen": net.num_classes,
+        "num_old": num_old,
+        "config": cfg.to_dict(),
+    }
+    ckpt.update(extra or {})
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], cfg: RunConfig, phase: int) -> None:
+    """Refuse a checkpoint from another configuration (class count, backbone, head, class order, phase)."""
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format {ckpt.get('format_version')!r}, expected {FORMAT_VERSION}")
+    arch = ckpt["arch"]
+    want = {"backbone": cfg.backbone, "head": cfg.head, "last_relu": cfg.last_relu,
+            "in_channels": spec_for(cfg.source).channels, "num_classes": cfg.classes_seen(phase)}
+    for key, value in want.items():
+        if arch[key] != value:
+            raise CheckpointError(f"checkpoint has {key}={arch[key]!r} but the configuration needs {value!r} "
+                                  f"(phase {phase}); it was made by another configuration")
+    if ckpt["class_order"] != class_order(cfg.num_classes, cfg.seed):
+        raise CheckpointError(f"checkpoint class order differs from seed {cfg.seed}'s order")
+    if ckpt["phase"] != phase:
+        raise CheckpointError(f"checkpoint is for phase {ckpt['phase']}, expected phase {phase}")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig | None = None, phase: int | None = None,
+                          device: torch.device | str = "cpu") -> IncrementalNet:
+    if cfg is not None:
+        check_compatible(ckpt, cfg, ckpt["phase"] if phase is None else phase)
+    a = ckpt["arch"]
+    net = build_model(a["backbone"], a["head"], a["num_classes"], a["in_channels"], a["last_relu"])
+    net.load_state_dict(ckpt["model"], strict=True)
+    return net.to(device)

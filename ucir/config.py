@@ -1,0 +1,201 @@
+"""Typed run configuration. The workflow resolves config.yaml into one flat dict per run; the package only sees
+these dataclasses (it never reads config.yaml or wildcards)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("lucir", "icarl", "lwf", "finetune", "joint")
+SOURCES = ("cifar100", "imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
+BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range; the message names the key."""
+
+
+@dataclass
+class Schedule:
+    """SGD schedule of one training stage (Sec. 4.1)."""
+    epochs: int = 160
+    lr: float = 0.1
+    milestones: list[int] = field(default_factory=lambda: [80, 120])
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+
+
+@dataclass
+class RunConfig:
+    """Everything one run (dataset x method x variant x phases x seed) depends on."""
+    # data and protocol
+    dataset: str = "synthetic"            # the config's name for the dataset (a path component)
+    source: str = "synthetic"             # which loader: one of SOURCES
+    root: str | None = None
+    download: bool = False
+    num_classes: int = 100
+    base_classes: int = 50
+    phases: int = 5
+    seed: int = 1993                      # class order (1993 = the official order) and torch seeding
+    train_per_class: int | None = None    # synthetic: images per class; real data: optional subsample
+    test_per_class: int | None = None
+    # model
+    method: str = "lucir"
+    backbone: str = "resnet32"
+    head: str = "cosine"                  # cosine (Eq. 4) | linear (Eq. 3)
+    last_relu: bool = False               # Sec. 4.1: removed under cosine normalisation
+    # incremental losses (Sec. 3); every component is a flag so ablations are configurations
+    distill: str = "feature"              # feature (Eq. 6) | cosine_scores (Eq. 5) | kd (Eq. 2) | none
+    lambda_base: float = 5.0
+    lambda_rule: str = "code"             # code: sqrt(old/new) | paper: sqrt(new/old) (Eq. 7 as printed) | fixed
+    kd_T: float = 2.0
+    kd_weight: float = 1.0                # official iCaRL code: T^2 * beta = 4 * 0.25
+    margin_ranking: bool = True           # Eq. 8
+    K: int = 2
+    margin: float = 0.5
+    mr_reduction: str = "pairs"           # pairs: official code, mean over anchors x K | anchors: Eq. 9
+    mr_weight: float = 1.0
+    freeze_old: bool = True               # Sec. 3.3: old class embeddings fixed
+    imprint: bool = True                  # new embeddings imprinted from feature means
+    cbf: bool = False                     # class-balance finetune (Sec. 3.5)
+    # memory (Sec. 4.1)
+    per_class: int | None = 20            # R_per
+    total: int | None = None              # R_total (fixed capacity); overrides per_class when set
+    selection: str = "herding"            # herding | random
+    nme_flip: bool = True                 # NME means include horizontally flipped exemplars
+    # schedules
+    base_train: Schedule = field(default_factory=Schedule)
+    train: Schedule = field(default_factory=Schedule)
+    cbf_train: Schedule = field(default_factory=lambda: Schedule(epochs=20, lr=0.01, milestones=[10]))
+    # execution (does not change the arithmetic on CPU)
+    device: str = "auto"                  # auto | cpu | cuda
+    deterministic: bool = False
+    amp: bool = True                      # bf16 autocast on CUDA only
+    channels_last: bool = True            # CUDA only
+    compile: bool = False
+    eval_batch_size: int = 512
+    checkpoint_every: int = 0             # epochs between resumable states (0: never)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown run setting(s): {', '.join(unknown)}")
+        for key in ("base_train", "train", "cbf_train"):
+            if key in d and isinstance(d[key], dict):
+                base = dataclasses.asdict(getattr(cls(), key))
+                extra = sorted(set(d[key]) - set(base))
+                if extra:
+                    raise ConfigError(f"unknown key(s) in {key}: {', '.join(extra)}")
+                base.update(d[key])
+                d[key] = Schedule(**base)
+        cfg = cls(**d)
+        cfg.check()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- protocol -------------------------------------------------------------------------------------
+    @property
+    def classes_per_phase(self) -> int:
+        return (self.num_classes - self.base_classes) // self.phases
+
+    def classes_seen(self, phase: int) -> int:
+        """Number of classes seen after `phase` (phase 0 is the base phase)."""
+        return self.base_classes + phase * self.classes_per_phase
+
+    def check(self) -> None:
+        def bad(key, value, allowed):
+            raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        if self.method not in METHODS:
+            bad("method", self.method, f"one of {METHODS}")
+        if self.source not in SOURCES:
+            bad("source", self.source, f"one of {SOURCES}")
+        if self.backbone not in BACKBONES:
+            bad("backbone", self.backbone, f"one of {BACKBONES}")
+        if self.head not in ("cosine", "linear"):
+            bad("head", self.head, "cosine or linear")
+        if self.distill not in ("feature", "cosine_scores", "kd", "none"):
+            bad("distill", self.distill, "feature, cosine_scores, kd or none")
+        if self.distill in ("feature", "cosine_scores") and self.head != "cosine":
+            bad("distill", self.distill, "feature/cosine_scores distillation needs head: cosine")
+        if self.lambda_rule not in ("code", "paper", "fixed"):
+            bad("lambda_rule", self.lambda_rule, "code, paper or fixed")
+        if self.mr_reduction not in ("pairs", "anchors"):
+            bad("mr_reduction", self.mr_reduction, "pairs or anchors")
+        if self.selection not in ("herding", "random"):
+            bad("selection", self.selection, "herding or random")
+        if self.device not in ("auto", "cpu", "cuda"):
+            bad("device", self.device, "auto, cpu or cuda")
+        if not 0 < self.base_classes < self.num_classes:
+            bad("base_classes", self.base_classes, f"between 1 and num_classes-1 ({self.num_classes - 1})")
+        if self.phases < 1:
+            bad("phases", self.phases, "a positive integer")
+        if (self.num_classes - self.base_classes) % self.phases:
+            bad("phases", self.phases,
+                f"must divide the {self.num_classes - self.base_classes} incremental classes evenly")
+        if self.margin_ranking and self.head == "cosine":
+            if not 0 < self.margin < 2:
+                bad("margin", self.margin, "in (0, 2): cosine scores lie in [-1, 1]")
+            if not 1 <= self.K <= self.classes_per_phase:
+                bad("K", self.K, f"between 1 and the new classes per phase ({self.classes_per_phase})")
+        if self.margin_ranking and self.head != "cosine":
+            bad("margin_ranking", True, "margin ranking (Eq. 8) needs head: cosine")
+        if self.lambda_base < 0:
+            bad("lambda_base", self.lambda_base, "non-negative")
+        if self.per_class is not None and self.per_class < 0:
+            bad("per_class", self.per_class, "non-negative")
+        if self.total is not None and self.total < self.num_classes:
+            bad("total", self.total,
+                f"at least one exemplar per class: >= num_classes ({self.num_classes})")
+        for key in ("base_train", "train", "cbf_train"):
+            s: Schedule = getattr(self, key)
+            if s.epochs < 0:
+                bad(f"{key}.epochs", s.epochs, "non-negative")
+            if s.lr <= 0:
+                bad(f"{key}.lr", s.lr, "positive")
+            if s.batch_size < 1:
+                bad(f"{key}.batch_size", s.batch_size, "positive")
+        for key in ("train_per_class", "test_per_class"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                bad(key, v, "a positive integer or null")
+
+    # ---- memory ---------------------------------------------------------------------------------------
+    def memory_per_class(self, classes_seen: int) -> int:
+        """Exemplars kept per class once `classes_seen` classes are stored."""
+        if self.method == "joint":
+            return 0
+        if self.total is not None:
+            return self.total // classes_seen
+        return self.per_class or 0
+
+
+# Method presets: what each method means in terms of the flags above. Variants in config.yaml override them.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "lucir": dict(head="cosine", last_relu=False, distill="feature", margin_ranking=True,
+                  freeze_old=True, imprint=True),
+    "icarl": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
+                  freeze_old=False, imprint=False),
+    "lwf": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
+                freeze_old=False, imprint=False, per_class=0),
+    "finetune": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
+                     freeze_old=False, imprint=False),
+    "joint": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
+                  freeze_old=False, imprint=False, per_class=0),
+}
+
+
+def resolve(method: str, settings: dict[str, Any]) -> RunConfig:
+    """Method preset, then the given settings on top."""
+    if method not in METHOD_PRESETS:
+        raise ConfigError(f"method={method!r} is not allowed: one of {METHODS}")
+    merged = dict(METHOD_PRESETS[method])
+    merged.update(settings)
+    merged["method"] = method
+    return RunConfig.from_dict(merged)

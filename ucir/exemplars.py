@@ -1,0 +1,65 @@
+"""Exemplar memory (Sec. 4.1): herding selection (iCaRL) on L2-normalised features, per-class (R_per) or
+fixed-total (R_total) budgets. Exemplars are ranked once, when their class is new, and never reselected; with a
+fixed total, classes shrink by keeping their first-ranked exemplars.
+
+A memory is a plain dict of tensors (what checkpoints hold):
+    {"index": LongTensor M  -- indices into the training split,
+     "label": LongTensor M  -- class positions,
+     "rank":  LongTensor M  -- herding rank within the class (0 = first picked)}
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def herding(features: torch.Tensor, m: int) -> torch.Tensor:
+    """Greedy herding: pick m distinct samples whose running mean stays closest to the class mean.
+
+    features: N x D (normalised inside). Returns LongTensor of m indices (m <= N) in selection order; the first is
+    the sample nearest the class mean.
+    """
+    f = F.normalize(features.double(), dim=1)                              # N x D
+    mu = f.mean(dim=0)                                                     # D
+    m = min(m, f.shape[0])
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(f.shape[0], dtype=torch.bool)
+    for k in range(1, m + 1):
+        cand = (running + f) / k                                           # N x D: mean if each were added
+        dist = (mu - cand).norm(dim=1)
+        dist[~available] = float("inf")
+        i = int(dist.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += f[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def random_ranking(n: int, m: int, g: torch.Generator) -> torch.Tensor:
+    """Random selection, the ablation alternative to herding."""
+    return torch.randperm(n, generator=g)[: min(m, n)]
+
+
+def empty_memory() -> dict[str, torch.Tensor]:
+    z = torch.zeros(0, dtype=torch.long)
+    return {"index": z, "label": z.clone(), "rank": z.clone()}
+
+
+def add_classes(memory: dict[str, torch.Tensor], rankings: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Append the rankings of new classes ({class position: split indices in rank order})."""
+    parts = [memory]
+    for c, idx in sorted(rankings.items()):
+        parts.append({"index": idx.long(), "label": torch.full_like(idx.long(), c),
+                      "rank": torch.arange(len(idx), dtype=torch.long)})
+    return {k: torch.cat([p[k] for p in parts]) for k in ("index", "label", "rank")}
+
+
+def shrink(memory: dict[str, torch.Tensor], per_class: int) -> dict[str, torch.Tensor]:
+    """Keep the first `per_class` ranked exemplars of every class."""
+    keep = memory["rank"] < per_class
+    return {k: v[keep] for k, v in memory.items()}
+
+
+def counts(memory: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
+    return torch.bincount(memory["label"], minlength=num_classes)
