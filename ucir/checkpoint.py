@@ -59,3 +59,16 @@ def model_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig | None = None, ph
     net = build_model(a["backbone"], a["head"], a["num_classes"], a["in_channels"], a["last_relu"])
     net.load_state_dict(ckpt["model"], strict=True)
     return net.to(device)
+
+
+def to_device(net: IncrementalNet, cfg: RunConfig, device: torch.device) -> IncrementalNet:
+    """Move to the device; channels_last on CUDA when enabled."""
+    net = net.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def load_model(ckpt: dict[str, Any], cfg: RunConfig, phase: int, device: torch.device) -> IncrementalNet:
+    """A checkpoint's network, checked against the configuration, on the device."""
+    return to_device(model_from_checkpoint(ckpt, cfg, phase), cfg, device)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import load_model
+from .features import extract
+from .metrics import average_incremental_accuracy, forgetting  # noqa: F401  (part of ucir.evaluate's API)
+
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 flipped: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,15 +49,44 @@ def confusion_matrix(pred: torch.Tensor, targets: torch.Tensor, num_classes: int
     return torch.bincount(targets * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
-def average_incremental_accuracy(accs: list[float]) -> float:
-    """Mean of the accuracies after every phase, the base phase included (iCaRL's definition)."""
-    return sum(accs) / len(accs)
+# ---- the workflow stage ---------------------------------------------------------------------------------------
+def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data,
+                   device: torch.device) -> dict:
+    num_seen = cfg.classes_seen(phase)
+    num_old = cfg.classes_seen(phase - 1) if phase > 0 else 0
+    net = load_model(ckpt, cfg, phase, device)
+    idx = data.test_indices(0, num_seen)
+    targets = data.test.targets[idx]
+    feats, logits = extract(net, data.test_dev, idx, cfg.eval_batch_size, device, cfg.amp, logits=True)
+    cnn = logits.argmax(1)
+    out = {"phase": phase, "classes_seen": num_seen, "num_old": num_old, "num_test": len(idx),
+           "cnn": split_accuracy(cnn, targets, num_old),
+           "cnn_groups": group_accuracy(cnn, targets, cfg, phase),
+           "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
+    stored = torch.unique(memory["label"]) if len(memory["label"]) else torch.zeros(0, dtype=torch.long)
+    if len(stored) == num_seen:
+        mi, ml = memory["index"], memory["label"]
+        ef = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp)
+        ff = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp, flip=True) \
+            if cfg.nme_flip else None
+        nme = nme_predict(feats, class_means(ef, ml, num_seen, ff))
+        out["nme"] = split_accuracy(nme, targets, num_old)
+        out["nme_groups"] = group_accuracy(nme, targets, cfg, phase)
+        out["confusion_nme"] = confusion_matrix(nme, targets, num_seen).tolist()
+    else:
+        out["nme"] = None
+    head = net.head
+    out["head"] = {"weight_norms": head.row_norms().tolist(),
+                   "bias": head.bias.detach().tolist() if getattr(head, "bias", None) is not None else None,
+                   "sigma": float(head.sigma.detach()) if getattr(head, "sigma", None) is not None else None}
+    return out
 
 
-def forgetting(acc_matrix: list[list[float]]) -> float:
-    """Average forgetting: for every class group learned before the last phase, the best accuracy it ever had minus
-    its accuracy at the end, averaged over groups. acc_matrix[t][g] = accuracy on group g after phase t."""
-    last = acc_matrix[-1]
-    drops = [max(acc_matrix[t][g] for t in range(len(acc_matrix) - 1) if g < len(acc_matrix[t])) - last[g]
-             for g in range(len(last) - 1)]
-    return sum(drops) / len(drops) if drops else float("nan")
+def group_accuracy(pred: torch.Tensor, targets: torch.Tensor, cfg, phase: int) -> list[float]:
+    """Accuracy on each class group learned so far (group 0 = base classes, group j = classes of phase j)."""
+    bounds = [0] + [cfg.classes_seen(j) for j in range(phase + 1)]
+    accs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = (targets >= lo) & (targets < hi)
+        accs.append(float((pred[sel] == targets[sel]).float().mean()) * 100)
+    return accs

@@ -9,8 +9,14 @@ A memory is a plain dict of tensors (what checkpoints hold):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from .checkpoint import load_model
+from .features import extract
+from .runtime import seed_everything
 
 
 def herding(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -63,3 +69,27 @@ def shrink(memory: dict[str, torch.Tensor], per_class: int) -> dict[str, torch.T
 
 def counts(memory: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
     return torch.bincount(memory["label"], minlength=num_classes)
+
+
+# ---- the workflow stage ---------------------------------------------------------------------------------------
+def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data,
+                     device: torch.device, log: Callable[[str], None]) -> dict:
+    """Rank exemplars of the classes new in `phase` with that phase's model; keep the budget per class."""
+    lo = 0 if phase == 0 else cfg.classes_seen(phase - 1)
+    hi = cfg.classes_seen(phase)
+    m = cfg.memory_per_class(hi)
+    memory = prev_memory if prev_memory is not None else empty_memory()
+    rankings = {}
+    if m > 0:
+        g = seed_everything(cfg.seed, phase, stage=2)
+        net = load_model(ckpt, cfg, phase, device)
+        for c in range(lo, hi):
+            idx = data.train_indices(c, c + 1)
+            if cfg.selection == "herding":
+                feats = extract(net, data.train_dev, idx, cfg.eval_batch_size, device, cfg.amp)
+                rankings[c] = idx[herding(feats, m)]
+            else:
+                rankings[c] = idx[random_ranking(len(idx), m, g)]
+    memory = shrink(add_classes(memory, rankings), m)
+    log(f"phase {phase}: {m} exemplars per class for {hi} classes, {len(memory['index'])} in memory")
+    return memory

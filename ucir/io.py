@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _atomic(path: str | os.PathLike, write) -> None:
     path = Path(path)
@@ -28,11 +26,13 @@ def _atomic(path: str | os.PathLike, write) -> None:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    import torch
     _atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_torch(path: str | os.PathLike) -> Any:
     """Checkpoints are plain dicts of tensors and builtins: never unpickle arbitrary objects."""
+    import torch
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -55,9 +55,10 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def provenance(device: torch.device | str) -> dict[str, Any]:
+def provenance(device) -> dict[str, Any]:
     """What produced an output: package version, git commit (and whether the tree was dirty), library versions,
     device."""
+    import torch
     import torchvision
 
     from . import __version__

@@ -35,9 +35,12 @@ class RunData:
 
 def load_run_data(cfg, device: torch.device, workers: int = 8) -> RunData:
     """Load the configured dataset, apply the run's class order, put it on the device. cfg: ucir.config.RunConfig."""
-    from .sources import load_splits
-    train, test = load_splits(cfg.source, cfg.root, cfg.download, num_classes=cfg.num_classes,
-                              train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class)
+    if cfg.source == "synthetic":       # no torchvision import for the synthetic set (keeps small jobs quick)
+        train, test = make_synthetic(cfg.num_classes, cfg.train_per_class or 500, cfg.test_per_class or 100)
+    else:
+        from .sources import load_splits
+        train, test = load_splits(cfg.source, cfg.root, cfg.download, num_classes=cfg.num_classes,
+                                  train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class)
     n = int(train.targets.max()) + 1
     if n != cfg.num_classes:
         from .sources import DatasetError

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
 from .augment import crop_flip, draw_crop_flip, normalize
 from .specs import DataSpec
@@ -51,6 +49,7 @@ class _FolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
+        from PIL import Image
         path, target = self.samples[i]
         with open(path, "rb") as f:
             img = Image.open(f).convert("RGB")
@@ -62,6 +61,7 @@ class FolderImages:
     CenterCrop(224) for testing (Sec. 4.1)."""
 
     def __init__(self, split: FolderSplit, spec: DataSpec, device: torch.device, workers: int = 8):
+        from torchvision import transforms as T  # imported only for folder datasets
         self.split, self.spec, self.device, self.workers = split, spec, device, workers
         norm = T.Normalize(spec.mean, spec.std)
         self.train_tf = T.Compose([T.RandomResizedCrop(spec.size), T.RandomHorizontalFlip(), T.ToTensor(), norm])

@@ -6,7 +6,6 @@ import torch.nn as nn
 
 from .heads import CosineLinear, LinearHead, imprint
 from .resnet_cifar import CifarResNet
-from .resnet_imagenet import ResNet18Features
 
 __all__ = ["CosineLinear", "LinearHead", "imprint", "IncrementalNet", "build_model"]
 
@@ -34,6 +33,7 @@ def build_backbone(name: str, in_channels: int, last_relu: bool) -> nn.Module:
     if name.startswith("resnet") and name != "resnet18":
         return CifarResNet(int(name[len("resnet"):]), in_channels, last_relu)
     if name == "resnet18":
+        from .resnet_imagenet import ResNet18Features  # torchvision is imported only when needed
         return ResNet18Features(in_channels, last_relu)
     raise ValueError(f"unknown backbone {name!r}")
 

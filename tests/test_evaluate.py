@@ -1,0 +1,155 @@
+"""NME classification, accuracies, confusion matrices, average incremental accuracy, forgetting, and the NME flip."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ucir.data.augment import hflip
+from ucir.evaluate import (accuracy, average_incremental_accuracy, class_means, confusion_matrix, forgetting,
+                           nme_predict, split_accuracy)
+
+torch.set_num_threads(2)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / math.sqrt(float((v * v).sum()))
+
+
+def test_class_means_plain_and_flipped_numpy():
+    g = torch.Generator().manual_seed(0)
+    M, D, C = 14, 5, 4
+    f = torch.randn(M, D, generator=g) * 3
+    ff = torch.randn(M, D, generator=g) * 0.3
+    labels = torch.tensor([0, 1, 2, 3] * 3 + [1, 2])
+    fn, ffn, lab = f.double().numpy(), ff.double().numpy(), labels.numpy()
+    got_plain = class_means(f, labels, C).double().numpy()
+    got_flip = class_means(f, labels, C, ff).double().numpy()
+    for c in range(C):
+        rows = [_unit(fn[i]) for i in range(M) if lab[i] == c]
+        rows_f = [_unit(ffn[i]) for i in range(M) if lab[i] == c]
+        mu, mu_f = sum(rows) / len(rows), sum(rows_f) / len(rows_f)
+        np.testing.assert_allclose(got_plain[c], _unit(mu), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_flip[c], _unit((mu + mu_f) / 2), rtol=1e-5, atol=1e-6)
+
+
+def test_class_means_empty_class_is_nan():
+    f = torch.randn(4, 3)
+    mu = class_means(f, torch.tensor([0, 0, 2, 2]), 3)
+    assert torch.isnan(mu[1]).all() and not torch.isnan(mu[[0, 2]]).any()
+
+
+def test_nme_predict_bruteforce():
+    g = torch.Generator().manual_seed(1)
+    C, D, N = 6, 8, 50
+    means = torch.nn.functional.normalize(torch.randn(C, D, generator=g), dim=1)
+    feats = torch.randn(N, D, generator=g) * torch.rand(N, 1, generator=g) * 10
+    got = nme_predict(feats, means).tolist()
+    fm, mm = feats.double().numpy(), means.double().numpy()
+    for n in range(N):
+        x = _unit(fm[n])
+        dists = [math.sqrt(sum((x[d] - mm[c, d]) ** 2 for d in range(D))) for c in range(C)]
+        assert got[n] == int(np.argmin(dists))
+        assert got[n] == int(np.argmax([float(x @ mm[c]) for c in range(C)]))   # = highest cosine
+    # the feature's norm is irrelevant: only its direction is compared
+    assert nme_predict(feats * 1000, means).tolist() == got
+
+
+def test_nme_never_predicts_classes_without_exemplars():
+    g = torch.Generator().manual_seed(2)
+    D = 4
+    ex = torch.randn(9, D, generator=g)
+    labels = torch.tensor([0, 0, 0, 2, 2, 2, 3, 3, 3])              # class 1 has no exemplar
+    means = class_means(ex, labels, 4)
+    feats = torch.randn(200, D, generator=g)
+    pred = nme_predict(feats, means)
+    assert 1 not in pred.tolist()
+    kept = means[[0, 2, 3]]
+    assert pred.tolist() == [[0, 2, 3][i] for i in nme_predict(feats, kept).tolist()]
+
+
+def test_split_accuracy_old_new():
+    targets = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 4, 5])
+    pred = torch.tensor([0, 2, 2, 3, 4, 0, 0, 1, 5, 5])
+    num_old = 3
+    old = [(int(p), int(t)) for p, t in zip(pred, targets) if t < num_old]
+    new = [(int(p), int(t)) for p, t in zip(pred, targets) if t >= num_old]
+    acc = split_accuracy(pred, targets, num_old)
+    assert acc["all"] == pytest.approx(100 * 7 / 10)
+    assert acc["old"] == pytest.approx(100 * sum(p == t for p, t in old) / len(old)) == pytest.approx(80.0)
+    assert acc["new"] == pytest.approx(100 * sum(p == t for p, t in new) / len(new)) == pytest.approx(60.0)
+    assert math.isnan(accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)))
+
+
+def test_confusion_matrix_loops():
+    g = torch.Generator().manual_seed(3)
+    C = 5
+    targets = torch.randint(0, C, (60,), generator=g)
+    pred = torch.randint(0, C, (60,), generator=g)
+    cm = confusion_matrix(pred, targets, C)
+    exp = [[0] * C for _ in range(C)]
+    for p, t in zip(pred.tolist(), targets.tolist()):
+        exp[t][p] += 1                                              # rows = true class, columns = predicted
+    assert cm.tolist() == exp
+    assert int(cm.sum()) == 60
+    assert int(cm.trace()) == sum(p == t for p, t in zip(pred.tolist(), targets.tolist()))
+
+
+def test_average_incremental_accuracy():
+    assert average_incremental_accuracy([80.0, 60.0, 40.0, 50.0]) == pytest.approx(57.5)
+    assert average_incremental_accuracy([70.0]) == 70.0
+
+
+def test_forgetting_hand_made():
+    acc = [[90.0],
+           [70.0, 80.0],
+           [75.0, 85.0, 60.0],
+           [50.0, 60.0, 65.0, 88.0]]
+    # group 0: best 90 -> 50 (40); group 1: best 85 -> 60 (25); group 2: best 60 -> 65 (-5); last group excluded
+    assert forgetting(acc) == pytest.approx((40 + 25 - 5) / 3)
+    assert math.isnan(forgetting([[90.0]]))
+
+
+# ------------------------------------------------------------------------------------------------ the NME flip
+
+def test_hflip_reverses_width_only():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 4, 5, generator=g)
+    y = hflip(x)
+    for n in range(2):
+        for c in range(3):
+            for h in range(4):
+                for w in range(5):
+                    assert y[n, c, h, w] == x[n, c, h, 4 - w]
+    # a colour image that is constant along the width is unchanged (the official bug reversed the channels)
+    col = torch.arange(3.0).view(1, 3, 1, 1).expand(1, 3, 4, 5) + torch.arange(4.0).view(1, 1, 4, 1)
+    assert torch.equal(hflip(col), col)
+    assert torch.equal(hflip(hflip(x)), x)
+
+
+def test_extract_flip_uses_real_horizontal_flip():
+    from ucir.data.loaders import DeviceArrays
+    from ucir.data.specs import spec_for
+    from ucir.data.splits import ArraySplit
+    from ucir.features import extract
+    from ucir.models import build_model
+    torch.manual_seed(5)
+    g = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)
+    spec = spec_for("synthetic")
+    arrays = DeviceArrays(ArraySplit(images, torch.zeros(6, dtype=torch.long)), spec, torch.device("cpu"))
+    net = build_model("resnet8", "cosine", 3, 3, last_relu=False).eval()
+    idx = torch.tensor([4, 0, 2])
+    got = extract(net, arrays, idx, 2, torch.device("cpu"), amp=False, flip=True)
+    x = images[idx].numpy().astype(np.float64) / 255
+    x = (x - np.array(spec.mean).reshape(1, 3, 1, 1)) / np.array(spec.std).reshape(1, 3, 1, 1)
+    x_flip = np.ascontiguousarray(x[:, :, :, ::-1])                # width reversed, channels kept
+    with torch.no_grad():
+        exp = net.features(torch.from_numpy(x_flip).float())
+        plain = net.features(torch.from_numpy(x).float())
+    torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu"), amp=False), plain,
+                               rtol=1e-4, atol=1e-5)

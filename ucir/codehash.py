@@ -1,0 +1,40 @@
+"""Which package code each workflow stage runs, as a hash the rules pass in `params`.
+
+Snakemake tracks a rule's own script and text, not the modules that script imports. Each rule therefore gets a
+`code` param: a hash of the syntax trees of the package modules its stage uses. Editing such a module (anything but
+comments and formatting) changes the param, and Snakemake's params trigger reruns that stage and everything
+downstream; stages that do not use the module keep their results.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent
+
+_MODEL = ["config.py", "runtime.py", "io.py", "checkpoint.py", "features.py", "models", "data"]
+STAGE_MODULES: dict[str, list[str]] = {
+    "train": _MODEL + ["losses.py", "train"],
+    "select_exemplars": _MODEL + ["exemplars.py"],
+    "evaluate": _MODEL + ["evaluate.py", "metrics.py"],
+    "report": ["report", "metrics.py", "io.py"],
+}
+
+
+@lru_cache(maxsize=None)
+def _file_digest(path: Path) -> str:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def stage_hash(stage: str) -> str:
+    """A short hash of the code `stage` runs (comments and formatting do not count)."""
+    h = hashlib.sha256()
+    for entry in STAGE_MODULES[stage]:
+        p = PKG / entry
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(str(f.relative_to(PKG)).encode())
+            h.update(_file_digest(f).encode())
+    return h.hexdigest()[:16]

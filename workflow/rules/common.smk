@@ -1,0 +1,138 @@
+# Config validation, grid expansion, and the input/param functions the rules use.
+import os
+
+from snakemake.utils import validate
+
+from ucir.codehash import stage_hash
+from ucir.config import ConfigError
+from ucir.grid import base_config, expand_runs
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+def _check_dataset_paths(cfg):
+    for name, ds in cfg["datasets"].items():
+        if ds["source"] != "synthetic" and not ds.get("download", False):
+            root = ds.get("root")
+            if not root or not os.path.isdir(root):
+                raise ConfigError(
+                    f"datasets.{name}.root: folder {root!r} does not exist (source {ds['source']}); "
+                    "point root at the data or set download: true where the source allows it"
+                )
+
+
+try:
+    _check_dataset_paths(config)
+    RUNS = {r.key: r for r in expand_runs(config)}
+except ConfigError as e:
+    raise WorkflowError(f"invalid configuration: {e}") from None
+
+# One entry per base model: (dataset, base, seed) -> the settings it depends on.
+BASES = {(r.dataset, r.base, r.seed): base_config(r.settings).to_dict() for r in RUNS.values()}
+CODE = {stage: stage_hash(stage) for stage in ("train", "select_exemplars", "evaluate", "report")}
+RUN_DIR = "results/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
+LOG_DIR = "logs/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
+BENCH_DIR = "benchmarks/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    method="lucir|icarl|lwf|finetune|joint",
+    variant="[A-Za-z0-9_.+-]+",
+    phases=r"\d+",
+    seed=r"\d+",
+    k=r"\d+",
+    base="(cosine|linear)-[a-z0-9]+(-relu|-norelu)?",
+
+
+def _run(w):
+    return RUNS[(w.dataset, w.method, w.variant, int(w.phases), int(w.seed))]
+
+
+def _run_dir(w):
+    return RUN_DIR.format(**{k: getattr(w, k) for k in ("dataset", "method", "variant", "phases", "seed")})
+
+
+def get_run_params(w):
+    return _run(w).settings
+
+
+def get_base_params(w):
+    return BASES[(w.dataset, w.base, int(w.seed))]
+
+
+def _base_model(w):
+    r = _run(w)
+    return f"results/{r.dataset}/base/{r.base}/seed{r.seed}/model.pt"
+
+
+def _final_model(w, k):
+    """The model a phase ends with: the base model, the trained one, or its class-balance-finetuned version."""
+    if k == 0:
+        return _base_model(w)
+    name = "model_cbf.pt" if _run(w).settings["cbf"] else "model.pt"
+    return f"{_run_dir(w)}/phase{k}/{name}"
+
+
+def get_selection_inputs(w):
+    """select_exemplars after phase k: that phase's model before CBF (as the official code) and phase k-1's memory."""
+    k = int(w.k)
+    if k == 0:
+        return {"model": _base_model(w)}
+    return {"model": f"{_run_dir(w)}/phase{k}/model.pt", "memory": f"{_run_dir(w)}/phase{k - 1}/memory.pt"}
+
+
+def get_phase_inputs(w):
+    k = int(w.k)
+    return {"model": _final_model(w, k - 1), "memory": f"{_run_dir(w)}/phase{k - 1}/memory.pt"}
+
+
+def get_cbf_inputs(w):
+    k = int(w.k)
+    return {
+        "model": f"{_run_dir(w)}/phase{k}/model.pt",
+        "previous": _final_model(w, k - 1),
+        "memory": f"{_run_dir(w)}/phase{k}/memory.pt",
+    }
+
+
+def get_eval_inputs(w):
+    k = int(w.k)
+    return {"model": _final_model(w, k), "memory": f"{_run_dir(w)}/phase{k}/memory.pt"}
+
+
+def get_run_metrics(w):
+    return [f"{_run_dir(w)}/phase{k}/metrics.json" for k in range(int(w.phases) + 1)]
+
+
+def get_run_identity(w):
+    r = _run(w)
+    return {"dataset": r.dataset, "method": r.method, "variant": r.variant, "phases": r.phases,
+            "seed": r.seed, "experiments": sorted(r.experiments)}
+
+
+def runs_of(dataset):
+    return [r for r in RUNS.values() if r.dataset == dataset]
+
+
+def get_dataset_summaries(w):
+    return [f"{r.path}/summary.json" for r in runs_of(w.dataset)]
+
+
+def get_experiments(w):
+    """{experiment: {"plot": kind, "runs": [[method, variant, phases, seed], ...]}} for one dataset's figures."""
+    out = {}
+    for name, exp in config["experiments"].items():
+        runs = [[r.method, r.variant, r.phases, r.seed] for r in runs_of(w.dataset) if name in r.experiments]
+        if runs:
+            out[name] = {"plot": exp.get("plot", "curves"), "runs": sorted(runs)}
+    return out
+
+
+def get_final_outputs():
+    outs = []
+    for ds in sorted({r.dataset for r in RUNS.values()}):
+        outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "summary", "paper_comparison"])
+        outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
+    return outs
