@@ -24,6 +24,7 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/exemplars.smk"
 include: "workflow/rules/evaluate.smk"

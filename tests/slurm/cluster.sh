@@ -14,6 +14,11 @@
 #   UCIR_SLURM_PARTITION  name of the single partition (default "gpu", which is
 #                         the default slurm_partition of workflow/profiles/slurm)
 #   UCIR_SLURM_TIMEOUT    seconds to wait for the cluster to accept jobs (default 90)
+#   UCIR_SLURM_NODE_CPUS, UCIR_SLURM_NODE_MEM_MB
+#                         advertise a bigger node than the machine (slurmd runs with
+#                         SlurmdParameters=config_overrides), so that the profile's
+#                         real-cluster requests (mem_mb, cpus_per_gpu) still fit.
+#                         Nothing is enforced (no cgroups). Default: real hardware.
 #
 # The config must live at the default path /etc/slurm/slurm.conf: the Snakemake
 # slurm jobstep strips SLURM_* variables (SLURM_CONF included) before its inner
@@ -23,6 +28,8 @@ set -euo pipefail
 STATE_DIR="${UCIR_SLURM_DIR:-/tmp/ucir-slurm}"
 PARTITION="${UCIR_SLURM_PARTITION:-gpu}"
 TIMEOUT="${UCIR_SLURM_TIMEOUT:-90}"
+NODE_CPUS="${UCIR_SLURM_NODE_CPUS:-}"
+NODE_MEM_MB="${UCIR_SLURM_NODE_MEM_MB:-}"
 
 ETC=/etc/slurm
 CONF_FILES=(slurm.conf gres.conf)
@@ -135,6 +142,13 @@ write_configs() {
     cores=$(field CoresPerSocket); threads=$(field ThreadsPerCore)
     mem=$(field RealMemory)
     [[ -n $cpus && -n $mem ]] || die "cannot parse 'slurmd -C' output: $hw"
+    local node="CPUs=$cpus SocketsPerBoard=${sockets:-1} CoresPerSocket=${cores:-$cpus} ThreadsPerCore=${threads:-1} RealMemory=$mem"
+    local overrides=""
+    if [[ -n $NODE_CPUS || -n $NODE_MEM_MB ]]; then
+        # Fake node size: slurmd must not drain the node for lacking hardware.
+        node="CPUs=${NODE_CPUS:-$cpus} SocketsPerBoard=1 CoresPerSocket=${NODE_CPUS:-$cpus} ThreadsPerCore=1 RealMemory=${NODE_MEM_MB:-$mem}"
+        overrides="SlurmdParameters=config_overrides"
+    fi
 
     cat >"$ETC/slurm.conf" <<EOF
 $MARKER (UCIR_SLURM_DIR=$STATE_DIR).
@@ -155,6 +169,7 @@ SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
+$overrides
 
 # No cgroups, no accounting daemon: squeue is the only job-status source.
 ProctrackType=proctrack/linuxproc
@@ -179,7 +194,7 @@ KillWait=5
 # Jobs without --mem would otherwise get the whole node memory (blocking others).
 DefMemPerCPU=1024
 
-NodeName=localhost CPUs=$cpus SocketsPerBoard=${sockets:-1} CoresPerSocket=${cores:-$cpus} ThreadsPerCore=${threads:-1} RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+NodeName=localhost $node Gres=gpu:1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 

@@ -121,18 +121,28 @@ def get_dataset_summaries(w):
 
 
 def get_experiments(w):
-    """{experiment: {"plot": kind, "runs": [[method, variant, phases, seed], ...]}} for one dataset's figures."""
+    """{experiment: {"plot": kind, "runs": [[method, variant, phases, seed], ...],
+    "grid": {"method/variant": {grid key: value}}}} for one dataset's figures."""
     out = {}
     for name, exp in config["experiments"].items():
-        runs = [[r.method, r.variant, r.phases, r.seed] for r in runs_of(w.dataset) if name in r.experiments]
-        if runs:
-            out[name] = {"plot": exp.get("plot", "curves"), "runs": sorted(runs)}
+        mine = sorted((r for r in runs_of(w.dataset) if name in r.experiments), key=lambda r: r.key)
+        if mine:
+            keys = list(exp.get("grid") or {})
+            out[name] = {"plot": exp.get("plot", "curves"),
+                         "runs": sorted([r.method, r.variant, r.phases, r.seed] for r in mine),
+                         "grid": {f"{r.method}/{r.variant}": {k: r.settings[k] for k in keys} for r in mine}}
     return out
+
+
+def get_dataset_params(w):
+    return config["datasets"][w.dataset]
 
 
 def get_final_outputs():
     outs = []
     for ds in sorted({r.dataset for r in RUNS.values()}):
+        if config["datasets"][ds]["source"] == "imagenet_subset":
+            outs.append(f"results/{ds}/classes.txt")
         outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "summary", "paper_comparison"])
         outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
     return outs

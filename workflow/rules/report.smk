@@ -1,16 +1,20 @@
-# Tables over all runs of a dataset, and the figures drawn from them (each figure its own rule, so restyling a
-# plot reruns no training).
+# Tables over all runs of a dataset, and the figures drawn from them: each figure its own rule reading only tables
+# or metrics, so restyling a plot reruns no training. Every output is marked for `snakemake --report`, with its
+# caption in workflow/report/. A figure whose runs the configuration lacks is still written, saying so.
 
-FIGURES = ["accuracy"]
+include: "report_common.smk"
+
+
+report: "../report/workflow.rst"
 
 
 rule aggregate:
     input:
         get_dataset_summaries,
     output:
-        phases="results/{dataset}/tables/phases.csv",
-        summary="results/{dataset}/tables/summary.csv",
-        comparison="results/{dataset}/tables/paper_comparison.csv",
+        phases=report_table("phases"),
+        summary=report_table("summary"),
+        comparison=report_table("paper_comparison"),
     log:
         "logs/{dataset}/aggregate.log",
     params:
@@ -26,10 +30,8 @@ rule aggregate:
 rule plot_accuracy:
     input:
         phases="results/{dataset}/tables/phases.csv",
-        summary="results/{dataset}/tables/summary.csv",
     output:
-        png="results/{dataset}/figures/accuracy.png",
-        pdf="results/{dataset}/figures/accuracy.pdf",
+        **report_figure("accuracy", "Figs. 5/6: accuracy after each phase"),
     log:
         "logs/{dataset}/plot_accuracy.log",
     params:
@@ -41,3 +43,92 @@ rule plot_accuracy:
         runtime=10,
     script:
         "../scripts/plot_accuracy.py"
+
+
+rule plot_weight_norms:
+    input:
+        unpack(get_head_inputs),
+    output:
+        **report_figure("weight_norms", "Fig. 3: last-layer weight norms and biases"),
+    log:
+        "logs/{dataset}/plot_weight_norms.log",
+    params:
+        code=CODE["report"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_weight_norms.py"
+
+
+rule plot_components:
+    input:
+        phases="results/{dataset}/tables/phases.csv",
+    output:
+        **report_figure("components", "Fig. 7(a): effect of each component"),
+    log:
+        "logs/{dataset}/plot_components.log",
+    params:
+        experiments=get_experiments,
+        code=CODE["report"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_components.py"
+
+
+rule plot_memory:
+    input:
+        phases="results/{dataset}/tables/phases.csv",
+    output:
+        **report_figure("memory", "Fig. 7(b): reserved samples per class"),
+    log:
+        "logs/{dataset}/plot_memory.log",
+    params:
+        experiments=get_experiments,
+        code=CODE["report"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_memory.py"
+
+
+rule plot_adaptive_weight:
+    input:
+        phases="results/{dataset}/tables/phases.csv",
+    output:
+        **report_figure("adaptive_weight", "Fig. 8: adaptive vs fixed loss weight"),
+    log:
+        "logs/{dataset}/plot_adaptive_weight.log",
+    params:
+        experiments=get_experiments,
+        code=CODE["report"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_adaptive_weight.py"
+
+
+rule plot_confusion:
+    input:
+        unpack(get_confusion_inputs),
+    output:
+        **report_figure("confusion", "Fig. 9: confusion matrices"),
+    log:
+        "logs/{dataset}/plot_confusion.log",
+    params:
+        methods=list(CONFUSION_RUNS),
+        code=CODE["report"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot_confusion.py"

@@ -1,0 +1,254 @@
+"""Report tables (values recomputed by hand) and every figure function on small hand-made inputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.collections import PathCollection
+import pandas as pd
+import pytest
+
+from ucir.report import plots
+from ucir.report.figures.common import NO_RUNS, grid_values, runs_of_kind
+from ucir.report.tables import PAPER, aggregate, paper_comparison, run_averages, run_summary
+
+PAPER_CFG = {"source": "cifar100", "num_classes": 100, "base_classes": 50, "per_class": 20, "total": None,
+             "train_per_class": None, "test_per_class": None}
+
+
+# ---- tables ---------------------------------------------------------------------------------------------------
+def _metrics(cnn_all, groups, nme_all=None, cfg=None):
+    """Per-phase metrics dicts with the fields the tables read (3 classes per phase after 4 base classes)."""
+    out = []
+    for k, (acc, g) in enumerate(zip(cnn_all, groups)):
+        nme = None if nme_all is None or nme_all[k] is None else {"all": nme_all[k], "old": None, "new": None}
+        out.append({"phase": k, "classes_seen": 4 + 3 * k, "cnn": {"all": acc, "old": None, "new": acc},
+                    "cnn_groups": g, "nme": nme, "nme_groups": g if nme else None,
+                    "config": cfg or {"source": "synthetic"}, "provenance": {}})
+    return out
+
+
+def _identity(method="lucir", variant="default", phases=2, seed=1, dataset="d"):
+    return {"dataset": dataset, "method": method, "variant": variant, "phases": phases, "seed": seed}
+
+
+def test_run_summary_average_final_forgetting():
+    s = run_summary(_metrics([80, 60, 50], [[80], [70, 50], [60, 40, 50]], nme_all=[70, None, 40]), _identity())
+    assert s["avg_inc_cnn"] == pytest.approx((80 + 60 + 50) / 3)
+    assert s["final_cnn"] == 50
+    # group 0: best 80 -> 60 (20); group 1: best 50 -> 40 (10); the last group is not counted
+    assert s["forgetting_cnn"] == pytest.approx(15)
+    assert math.isnan(s["avg_inc_nme"]) and math.isnan(s["forgetting_nme"])     # a phase without NME
+    assert [r["cnn_all"] for r in s["rows"]] == [80, 60, 50]
+    assert math.isnan(s["rows"][1]["nme_all"])
+
+
+def _summary(seed, accs, method="lucir", variant="default", phases=2, cfg=None):
+    groups = [[a] * (k + 1) for k, a in enumerate(accs)]
+    return run_summary(_metrics(accs, groups, nme_all=accs, cfg=cfg), _identity(method, variant, phases, seed))
+
+
+def test_aggregate_mean_and_std_over_seeds():
+    phases, summary, _ = aggregate([_summary(1, [80, 60, 40]), _summary(2, [90, 70, 50]),
+                                    _summary(1, [50, 30, 20], method="icarl")])
+    assert len(phases) == 9 and list(phases.columns[:7]) == ["dataset", "method", "variant", "phases", "seed",
+                                                             "phase", "classes_seen"]
+    row = summary[summary.method == "lucir"].iloc[0]
+    a, b = 60.0, 70.0                                                           # the two seeds' averages
+    assert row.seeds == 2
+    assert row.avg_inc_cnn_mean == pytest.approx((a + b) / 2)
+    assert row.avg_inc_cnn_std == pytest.approx(abs(a - b) / math.sqrt(2))      # sample std (ddof 1)
+    assert row.final_cnn_mean == pytest.approx(45)
+    one = summary[summary.method == "icarl"].iloc[0]
+    assert one.seeds == 1 and math.isnan(one.avg_inc_cnn_std)                   # no spread from one seed
+
+
+def test_paper_comparison_uses_paper_protocol_runs_only():
+    runs = pd.DataFrame([
+        dict(method="lucir", variant="default", phases=5, seed=1, avg_inc_cnn=60.0, avg_inc_nme=59.0,
+             paper_protocol=True),
+        dict(method="lucir", variant="default", phases=5, seed=2, avg_inc_cnn=62.0, avg_inc_nme=61.0,
+             paper_protocol=True),
+        dict(method="lucir", variant="default", phases=5, seed=3, avg_inc_cnn=10.0, avg_inc_nme=10.0,
+             paper_protocol=False),                                             # e.g. R_per = 5: not compared
+        dict(method="icarl", variant="cbf", phases=10, seed=1, avg_inc_cnn=10.0, avg_inc_nme=10.0,
+             paper_protocol=True),                                              # not the default variant
+    ])
+    t = paper_comparison(runs)
+    assert len(t) == len(PAPER)
+    assert list(t.paper) == [63.42, 60.18, 63.12, 60.12, 57.17, 52.57]
+    cnn5 = t[(t.method == "Ours-CNN") & (t.phases == 5)].iloc[0]
+    assert (cnn5.ours_mean, cnn5.seeds, cnn5.difference) == (61.0, 2, round(61.0 - 63.42, 2))
+    assert cnn5.ours_std == pytest.approx(round(math.sqrt(2), 2))
+    nme5 = t[(t.method == "Ours-NME") & (t.phases == 5)].iloc[0]
+    assert nme5.difference == pytest.approx(60.0 - 63.12)
+    missing = t[t.method == "iCaRL-NME"]
+    assert missing.ours_mean.isna().all() and (missing.seeds == 0).all()
+    assert missing.setting.str.startswith("no ").all()
+
+
+def test_aggregate_marks_paper_protocol_from_config():
+    s = [_summary(1, [60, 60, 60], phases=5, cfg=PAPER_CFG), _summary(2, [70, 70, 70], phases=5)]
+    _, _, t = aggregate(s)
+    row = t[(t.method == "Ours-CNN") & (t.phases == 5)].iloc[0]
+    assert row.ours_mean == 60.0 and row.seeds == 1                             # the synthetic run is left out
+
+
+def _phases(spec):
+    """spec: {(method, variant, phases, seed): [cnn_all per phase] or ([cnn], [nme])} -> the tidy phases table."""
+    rows = []
+    for (m, v, p, s), accs in spec.items():
+        cnn, nme = accs if isinstance(accs, tuple) else (accs, [float("nan")] * len(accs))
+        for k in range(p + 1):
+            rows.append(dict(dataset="d", method=m, variant=v, phases=p, seed=s, phase=k, classes_seen=4 + 2 * k,
+                             cnn_all=cnn[k], cnn_old=np.nan, cnn_new=np.nan, nme_all=nme[k], nme_old=np.nan,
+                             nme_new=np.nan))
+    return pd.DataFrame(rows)
+
+
+def test_run_averages():
+    t = run_averages(_phases({("lucir", "default", 2, 1): ([90, 60, 30], [80, 70, 60]),
+                              ("icarl", "default", 2, 1): [50, 40, 30]}))
+    t = t.set_index("method")
+    assert t.loc["lucir", "avg_inc_cnn"] == pytest.approx(60) and t.loc["lucir", "avg_inc_nme"] == pytest.approx(70)
+    assert t.loc["icarl", "avg_inc_cnn"] == pytest.approx(40) and math.isnan(t.loc["icarl", "avg_inc_nme"])
+
+
+def test_experiment_helpers():
+    exps = {"a": {"plot": "memory", "runs": [["icarl", "default", 2, 1]], "grid": {"icarl/default": {"per_class": 20}}},
+            "b": {"plot": "memory", "runs": [["icarl", "default", 2, 1], ["icarl", "default_per_class5", 2, 1]],
+                  "grid": {"icarl/default_per_class5": {"per_class": 5}}},
+            "c": {"plot": "curves", "runs": [["lucir", "default", 2, 1]], "grid": {}}}
+    assert runs_of_kind(exps, "memory") == [["icarl", "default", 2, 1], ["icarl", "default_per_class5", 2, 1]]
+    keys, values = grid_values(exps, "memory")
+    assert keys == ["per_class"]
+    assert values == {("icarl", "default"): {"per_class": 20}, ("icarl", "default_per_class5"): {"per_class": 5}}
+
+
+# ---- figures --------------------------------------------------------------------------------------------------
+def _out(tmp_path, name):
+    return str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}.pdf")
+
+
+def _written(png, pdf):
+    from pathlib import Path
+    for p in (png, pdf):
+        assert Path(p).stat().st_size > 1000
+    assert Path(png).read_bytes()[:4] == b"\x89PNG" and Path(pdf).read_bytes()[:4] == b"%PDF"
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts + [ax.title]] + \
+        ([fig._suptitle.get_text()] if fig._suptitle else [])
+
+
+def test_accuracy_curves_means_and_legend(tmp_path):
+    spec = {("lucir", "default", 2, 1): ([80, 70, 60], [78, 68, 58]), ("lucir", "default", 2, 2): [90, 80, 70],
+            ("icarl", "default", 2, 1): [80, 50, 40], ("joint", "default", 2, 1): [99, 99, 99]}
+    exps = {"main": {"plot": "curves", "runs": [list(k) for k in spec if k[0] != "joint"]},
+            "other": {"plot": "none", "runs": [["joint", "default", 2, 1]]}}
+    fig = plots.accuracy_curves(_phases(spec), exps, *_out(tmp_path, "acc"))
+    _written(*_out(tmp_path, "acc"))
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"Ours-CNN (75.00)", "Ours-NME (68.00)", "iCaRL-CNN (56.67)"}   # joint: not a curves run
+    np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_ydata(), [85, 75, 65])
+    np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_xdata(), [4, 6, 8])
+    assert ax.get_title() == "2 phases"
+
+
+def test_components_bars_heights(tmp_path):
+    spec = {("lucir", v, 2, s): [a + s] * 3 for v, a in (("cbf", 64), ("cn", 50), ("default", 62), ("cn_lc", 58))
+            for s in (0, 2)}
+    exps = {"components": {"plot": "components", "runs": [list(k) for k in spec]}}
+    fig = plots.components_bars(_phases(spec), exps, *_out(tmp_path, "comp"))
+    _written(*_out(tmp_path, "comp"))
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([51, 59, 63, 65])                           # CN, CN+LC, CN+LC+IS, +CBF
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CN", "CN+LC", "CN+LC+IS", "CN+LC+IS+CBF"]
+
+
+def test_memory_curves_against_per_class(tmp_path):
+    spec = {("lucir", "default", 2, 1): ([60] * 3, [59] * 3), ("lucir", "default_per_class5", 2, 1): ([50] * 3,
+                                                                                                         [49] * 3),
+            ("icarl", "default", 2, 1): ([40] * 3, [45] * 3), ("icarl", "default_per_class5", 2, 1): ([30] * 3,
+                                                                                                         [35] * 3)}
+    grid = {f"{m}/{v}": {"per_class": 5 if v.endswith("5") else 20} for m, v, _, _ in spec}
+    exps = {"memory": {"plot": "memory", "runs": [list(k) for k in spec], "grid": grid}}
+    fig = plots.memory_curves(_phases(spec), exps, *_out(tmp_path, "mem"))
+    _written(*_out(tmp_path, "mem"))
+    lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}       # one errorbar per curve
+    assert set(lines) == {"Ours-CNN", "Ours-NME", "iCaRL-CNN", "iCaRL-NME"}
+    np.testing.assert_allclose(lines["Ours-CNN"].get_xdata(), [5, 20])
+    np.testing.assert_allclose(lines["Ours-CNN"].get_ydata(), [50, 60])
+    np.testing.assert_allclose(lines["iCaRL-NME"].get_ydata(), [35, 45])
+
+
+def test_lambda_bars(tmp_path):
+    spec = {("lucir", "default", p, 1): [60 + p] * (p + 1) for p in (1, 2)}
+    spec.update({("lucir", "default_lambda_rulefixed", p, 1): [55 + p] * (p + 1) for p in (1, 2)})
+    grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
+    exps = {"adaptive_weight": {"plot": "lambda", "runs": [list(k) for k in spec], "grid": grid}}
+    fig = plots.lambda_bars(_phases(spec), exps, *_out(tmp_path, "lam"))
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([61, 62, 56, 57])   # adaptive (1, 2), fixed (1, 2)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1 phase", "2 phases"]
+
+
+def _head_metrics(method, norms, bias, num_old, sigma=None):
+    return {"run": _identity(method, phases=1), "phase": 1, "num_old": num_old, "classes_seen": len(norms),
+            "head": {"weight_norms": norms, "bias": bias, "sigma": sigma}}
+
+
+def test_weight_norms_panels(tmp_path):
+    linear = _head_metrics("icarl", [1.0, 1.1, 2.0, 2.2], [0.1, 0.0, 0.5, 0.6], num_old=2)
+    cosine = _head_metrics("lucir", [0.9, 0.95, 0.92, 0.93], None, num_old=2, sigma=3.0)
+    fig = plots.weight_norms(linear, cosine, *_out(tmp_path, "norms"))
+    _written(*_out(tmp_path, "norms"))
+    assert len(fig.axes) == 3
+    old, new = [c for c in fig.axes[1].collections if isinstance(c, PathCollection)]  # the linear head's biases
+    np.testing.assert_allclose(old.get_offsets(), [[0, 0.1], [1, 0.0]])
+    np.testing.assert_allclose(new.get_offsets(), [[2, 0.5], [3, 0.6]])
+    assert "σ = 3.00" in fig.axes[2].get_title()
+    only_cosine = plots.weight_norms(None, cosine, *_out(tmp_path, "norms1"))
+    assert len(only_cosine.axes) == 1
+
+
+def test_confusion_matrices_log_and_accuracy(tmp_path):
+    conf = [[5, 1, 0], [0, 3, 2], [1, 0, 8]]
+    m = {"run": _identity("lucir", phases=1), "config": {"base_classes": 2}, "num_old": 2, "classes_seen": 3,
+         "cnn": {"all": 80.0}, "confusion_cnn": conf, "nme": {"all": 75.5}, "confusion_nme": conf}
+    fig = plots.confusion_matrices({"icarl": None, "lucir": m}, *_out(tmp_path, "conf"))
+    _written(*_out(tmp_path, "conf"))
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles == ["iCaRL-CNN", "iCaRL-NME", "Ours-CNN (80.00%)", "Ours-NME (75.50%)"]
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), np.log1p(np.array(conf, dtype=float)))
+
+
+@pytest.mark.parametrize("name", ["accuracy_curves", "components_bars", "memory_curves", "lambda_bars"])
+def test_table_figures_without_runs_say_so(tmp_path, name):
+    phases = _phases({("lucir", "default", 1, 1): [50, 40]})
+    exps = {"main": {"plot": "none", "runs": [["lucir", "default", 1, 1]], "grid": {}}}
+    fig = getattr(plots, name)(phases, exps, *_out(tmp_path, name))
+    _written(*_out(tmp_path, name))
+    assert NO_RUNS in _texts(fig)
+
+
+def test_run_figures_without_runs_say_so(tmp_path):
+    for name, fig in (("norms", plots.weight_norms(None, None, *_out(tmp_path, "norms"))),
+                      ("conf", plots.confusion_matrices({"icarl": None, "lucir": None}, *_out(tmp_path, "conf")))):
+        _written(*_out(tmp_path, name))
+        assert NO_RUNS in _texts(fig)
+
+
+def test_figure_runs_one_setting_for_all_panels():
+    from ucir.report.select import figure_runs
+    runs = [("icarl", 2, 1994), ("icarl", 5, 1993), ("lucir", 5, 1993), ("lucir", 2, 1994), ("lucir", 1, 1993),
+            ("finetune", 1, 1993), ("lucir", 2, 1993)]
+    # 1 phase lacks iCaRL; of the settings with both, the fewest phases, then the seed listed first
+    assert figure_runs(runs, [["icarl"], ["lucir"]], [1994, 1993]) == [("icarl", 2, 1994), ("lucir", 2, 1994)]
+    assert figure_runs(runs, [["icarl", "finetune"], ["lucir"]], [1993]) == [("finetune", 1, 1993),
+                                                                             ("lucir", 1, 1993)]
+    assert figure_runs(runs, [["lwf"]], [1993]) == [None]
+    assert figure_runs([], [["icarl"], ["lucir"]], [1993]) == [None, None]

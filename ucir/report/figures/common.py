@@ -1,0 +1,83 @@
+"""Shared styling, labels and helpers of the figures (matplotlib, Agg backend, sized for a paper column or page)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LABELS = {"lucir": "Ours", "icarl": "iCaRL", "lwf": "LwF", "finetune": "Finetune", "joint": "Joint"}
+COLORS = {"lucir": "tab:red", "icarl": "tab:blue", "lwf": "tab:green", "finetune": "tab:gray", "joint": "black"}
+COLUMN, PAGE = 3.4, 7.0                 # inches: one column / the full width of a two-column paper
+NO_RUNS = "no runs for this figure in the configuration"
+STYLE = {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6.5,
+         "ytick.labelsize": 6.5, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+         "figure.dpi": 100}
+
+
+def label(method: str, variant: str = "default", clf: str | None = None) -> str:
+    """The paper's names: Ours-CNN, iCaRL-NME, ...; non-default variants in brackets."""
+    name = LABELS.get(method, method)
+    if variant != "default":
+        name += f" [{variant}]"
+    return f"{name}-{clf.upper()}" if clf else name
+
+
+def color(method: str) -> str | None:
+    return COLORS.get(method)
+
+
+@contextmanager
+def style():
+    with plt.rc_context(STYLE):
+        yield
+
+
+def save(fig, png: str, pdf: str):
+    """Write PNG (200 dpi) and PDF, close the figure and return it (its artists stay readable)."""
+    fig.savefig(png, dpi=200)
+    fig.savefig(pdf)
+    plt.close(fig)
+    return fig
+
+
+def placeholder(png: str, pdf: str, title: str, message: str = NO_RUNS):
+    """The figure written when its runs are absent: the title and a sentence saying why it is empty."""
+    with style():
+        fig, ax = plt.subplots(figsize=(COLUMN, 1.2))
+        ax.axis("off")
+        ax.set_title(title)
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+        return save(fig, png, pdf)
+
+
+def runs_of_kind(experiments: dict, kind: str) -> list[list]:
+    """All [method, variant, phases, seed] of the experiments drawn as `kind`, without repeats."""
+    runs = {tuple(r) for e in experiments.values() if e.get("plot") == kind for r in e["runs"]}
+    return [list(r) for r in sorted(runs)]
+
+
+def grid_values(experiments: dict, kind: str) -> tuple[list[str], dict[tuple, dict]]:
+    """The grid keys of the experiments drawn as `kind`, and {(method, variant): {key: value}} of their runs."""
+    keys: list[str] = []
+    values: dict[tuple, dict] = {}
+    for e in experiments.values():
+        if e.get("plot") != kind:
+            continue
+        for mv, point in (e.get("grid") or {}).items():
+            method, variant = mv.split("/", 1)
+            values.setdefault((method, variant), {}).update(point)
+            keys += [k for k in point if k not in keys]
+    return keys, values
+
+
+def select_runs(phases: pd.DataFrame, runs: list[list]) -> pd.DataFrame:
+    keys = pd.DataFrame(runs, columns=["method", "variant", "phases", "seed"])
+    return phases.merge(keys, on=["method", "variant", "phases", "seed"])
+
+
+def phases_title(p: int) -> str:
+    return f"{p} phase{'s' if p != 1 else ''}"

@@ -1,0 +1,47 @@
+"""Figs. 5 and 6: accuracy on all classes seen so far after each phase, one panel per number of phases."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .common import COLUMN, PAGE, color, label, phases_title, placeholder, runs_of_kind, save, select_runs, style
+
+TITLE = "Accuracy after each phase (Figs. 5/6)"
+
+
+def accuracy_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str, kind: str = "curves"):
+    """Mean over seeds with a +-1 std band; CNN solid, NME dashed; the legend gives each curve's average
+    incremental accuracy (mean over seeds of the mean over phases, base phase included)."""
+    runs = runs_of_kind(experiments, kind)
+    df = select_runs(phases, runs) if runs else phases.iloc[0:0]
+    if df.empty:
+        return placeholder(png, pdf, TITLE)
+    settings = sorted(df.phases.unique())
+    width = min(PAGE, max(COLUMN, 2.4 * len(settings)))
+    with style():
+        fig, axes = plt.subplots(1, len(settings), figsize=(width, 2.6), squeeze=False)
+        for ax, p in zip(axes[0], settings):
+            _panel(ax, df[df.phases == p])
+            ax.set_title(phases_title(p))
+        axes[0][0].set_ylabel("accuracy (%)")
+        fig.tight_layout()
+        return save(fig, png, pdf)
+
+
+def _panel(ax, sub: pd.DataFrame) -> None:
+    for (method, variant), g in sub.groupby(["method", "variant"], sort=True):
+        for clf, ls, marker in (("cnn", "-", "o"), ("nme", "--", "s")):
+            col = f"{clf}_all"
+            if g[col].isna().all():
+                continue
+            stats = g.groupby("classes_seen")[col].agg(["mean", "std"]).fillna({"std": 0.0})
+            avg = g.groupby("seed")[col].mean().mean()                 # average incremental accuracy
+            c = color(method) if variant == "default" else None            # variants take the next free colour
+            line, = ax.plot(stats.index, stats["mean"], ls=ls, marker=marker, ms=2.5, lw=1, color=c,
+                            label=f"{label(method, variant, clf)} ({avg:.2f})")
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xticks(sorted(sub.classes_seen.unique()))
+    ax.set_xlabel("number of classes")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, handlelength=2.2)

@@ -1,0 +1,55 @@
+"""Fig. 3: the last layer after one incremental phase. With a linear head (iCaRL, Eq. 3) the weights and biases of
+the new classes are larger than those of the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen and
+imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from .common import PAGE, label, placeholder, save, style
+
+TITLE = "Last-layer weights after one incremental phase (Fig. 3)"
+OLD, NEW = "tab:blue", "tab:red"
+
+
+def _scatter(ax, values: list[float], num_old: int, what: str) -> None:
+    old, new = values[:num_old], values[num_old:]
+    for xs, ys, c, name in ((range(num_old), old, OLD, "old"), (range(num_old, len(values)), new, NEW, "new")):
+        if not ys:
+            continue
+        mean = sum(ys) / len(ys)
+        ax.scatter(list(xs), ys, s=4, color=c, label=f"{name} classes (mean {mean:.3g})", lw=0)
+        ax.hlines(mean, xs[0], xs[-1], color=c, lw=0.8, ls="--")
+    ax.set_xlabel("class index (in the class order)")
+    ax.set_ylabel(what)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, markerscale=2)
+
+
+def _setting(m: dict) -> str:
+    r = m["run"]
+    return f"{r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}, phase {m['phase']}"
+
+
+def weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: str):
+    """Panels: the linear head's weight norms and biases (old blue, new red, dashed = group mean), and the cosine
+    head's weight norms. linear, cosine: per-phase metrics dicts (metrics.json of phase 1), or None."""
+    panels = []
+    if linear is not None:
+        name = label(linear["run"]["method"], linear["run"]["variant"])
+        panels.append((linear, linear["head"]["weight_norms"], f"{name} (linear head)", "weight norm ‖θ‖"))
+        if linear["head"]["bias"] is not None:
+            panels.append((linear, linear["head"]["bias"], f"{name} (linear head)", "bias b"))
+    if cosine is not None:
+        name = label(cosine["run"]["method"], cosine["run"]["variant"])
+        sigma = cosine["head"].get("sigma")
+        extra = f", σ = {sigma:.2f}" if sigma is not None else ""
+        panels.append((cosine, cosine["head"]["weight_norms"], f"{name} (cosine head{extra})", "weight norm ‖θ‖"))
+    if not panels:
+        return placeholder(png, pdf, TITLE)
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(PAGE * len(panels) / 3, 2.4), squeeze=False)
+        for ax, (m, values, title, what) in zip(axes[0], panels):
+            _scatter(ax, values, m["num_old"], what)
+            ax.set_title(f"{title}: {what.split()[-1]}\n{_setting(m)}")
+        fig.tight_layout()
+        return save(fig, png, pdf)

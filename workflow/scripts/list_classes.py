@@ -1,0 +1,11 @@
+"""list_classes: the ImageNet-Subset classes drawn as the official code does (seed 1993 over sorted folders)."""
+import sys
+
+from ucir.data.sources import imagenet_subset_classes, write_class_list
+
+with open(snakemake.log[0], "w") as log:
+    sys.stderr = log
+    ds = snakemake.params.dataset
+    classes = imagenet_subset_classes(ds["root"], ds["num_classes"], ds.get("subset_seed", 1993))
+    write_class_list(snakemake.output[0], classes)
+    print(f"{len(classes)} classes: {' '.join(classes[:10])} ...", file=log)
