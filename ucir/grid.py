@@ -13,6 +13,7 @@ setting share its runs, and adding a value to a grid adds only the new runs.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,26 @@ def base_config(settings: dict[str, Any]) -> RunConfig:
     method = "lucir" if settings["head"] == "cosine" else "finetune"
     # phases and margin ranking do not reach the base phase; fixed values keep the config valid on its own
     return resolve(method, dict(base_settings(settings), phases=1, margin_ranking=False))
+
+
+DOWNLOADABLE = ("cifar100",)
+
+
+def check_dataset_paths(config: dict[str, Any]) -> None:
+    """Every real dataset's root must exist, unless it may be downloaded (CIFAR-100 only)."""
+    for name, ds in config["datasets"].items():
+        if ds["source"] == "synthetic":
+            continue
+        if ds.get("download", False):
+            if ds["source"] not in DOWNLOADABLE:
+                raise ConfigError(f"datasets.{name}.download: true is not allowed for source {ds['source']!r}; "
+                                  f"only {', '.join(DOWNLOADABLE)} can be downloaded")
+            continue
+        root = ds.get("root")
+        if not root or not os.path.isdir(root):
+            hint = " or set download: true" if ds["source"] in DOWNLOADABLE else ""
+            raise ConfigError(f"datasets.{name}.root: folder {root!r} does not exist (source {ds['source']}); "
+                              f"point root at the data{hint} (README: Running experiments)")
 
 
 def expand_runs(config: dict[str, Any]) -> list[Run]:

@@ -8,12 +8,17 @@ import torch
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """auto: CUDA when present, else CPU. cuda: fail clearly if there is none."""
+    """auto: CUDA when present, else CPU. cuda: fail clearly if there is none. With several visible GPUs (a
+    workstation running jobs side by side) the one with the most free memory is taken."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but torch.cuda.is_available() is False")
-    return torch.device(name)
+    n = torch.cuda.device_count()
+    best = max(range(n), key=lambda i: torch.cuda.mem_get_info(i)[0]) if n > 1 else 0
+    return torch.device("cuda", best)
 
 
 def derived_seed(seed: int, phase: int, stage: int = 0) -> int:

@@ -184,6 +184,8 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
+# Show gres/gpu in the jobs' TRES (scontrol show job), for tests to inspect.
+AccountingStorageTRES=gres/gpu
 ReturnToService=2
 # Finished jobs stay visible to squeue for MinJobAge seconds. The Snakemake
 # plugin falls back to sacct unless MinJobAge >= 3 * its initial status delay.

@@ -3,7 +3,6 @@ non-finite loss detection, resumable state and SIGTERM handling. The losses come
 apply is decided by the RunConfig flags, not by code branches per method."""
 from __future__ import annotations
 
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -92,15 +91,20 @@ class _SigtermFlag:
 def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, s: Schedule, *,
         device: torch.device, g: torch.Generator, log: Callable[[str], None], desc: str,
         params=None, state_path: str | Path | None = None, checkpoint_every: int = 0,
-        amp: bool = True, train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
+        fingerprint: str = "", amp: bool = True,
+        train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
     """Train `net` on data[indices] for s.epochs. `params`: parameters to optimise (default: all that require
-    grad). state_path: where a resumable state is kept (every `checkpoint_every` epochs and on SIGTERM); an
-    existing state there is resumed from. train_mode: sets train/eval per module each epoch (default net.train())."""
+    grad). state_path: where a resumable state is kept (every `checkpoint_every` epochs and on SIGTERM); a state
+    there is resumed from when its `fingerprint` (what the stage depends on) matches, and ignored otherwise.
+    train_mode: sets train/eval per module each epoch (default net.train())."""
     params = [p for p in (params if params is not None else net.parameters()) if p.requires_grad]
     opt, sched = make_optimizer(params, s)
     start_epoch, skip_batches = 0, 0
-    if state_path is not None and Path(state_path).exists():
-        st = load_torch(state_path)
+    st = load_torch(state_path) if state_path is not None and Path(state_path).exists() else None
+    if st is not None and st.get("fingerprint") != fingerprint:
+        log(f"{desc}: ignoring a resumable state made by another configuration ({state_path})")
+        st = None
+    if st is not None:
         net.load_state_dict(st["model"], strict=True)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -111,13 +115,15 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
     def save_state(epoch: int, batches_done: int, gen_state: torch.Tensor) -> None:
         if state_path is not None:
             save_torch({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "generator": gen_state, "epoch": epoch, "batches_done": batches_done}, state_path)
+                        "generator": gen_state, "epoch": epoch, "batches_done": batches_done,
+                        "fingerprint": fingerprint}, state_path)
 
     with _SigtermFlag() as term:
         for epoch in range(start_epoch, s.epochs):
             (train_mode or (lambda m: m.train()))(net)
             gen_state = g.get_state()
             sums: dict[str, torch.Tensor] = {}
+            first_bad: dict[str, torch.Tensor] = {}                     # first batch where a term was not finite
             correct = torch.zeros((), device=device)
             seen, t0 = 0, time.perf_counter()
             for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
@@ -130,7 +136,10 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
                 loss.backward()
                 opt.step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0) + v.detach() * len(y)
+                    v = v.detach()
+                    sums[k] = sums.get(k, 0) + v * len(y)
+                    bad = first_bad.get(k, torch.full((), -1, device=v.device))
+                    first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), b, bad)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
                 if term.set:
@@ -141,9 +150,12 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
             lr = opt.param_groups[0]["lr"]
             sched.step()
             means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
-            for k, v in means.items():
-                if not math.isfinite(v):
-                    raise NonFiniteLoss(f"{desc}, epoch {epoch + 1}: loss term '{k}' is {v}")
+            bad = {k: int(v) for k, v in first_bad.items() if int(v) >= 0}
+            if bad:
+                first = min(bad.values())
+                names = [k for k, v in bad.items() if v == first]
+                raise NonFiniteLoss(f"{desc}, epoch {epoch + 1}: loss term {' and '.join(map(repr, names))} "
+                                    f"became NaN or infinite at batch {first + 1}")
             dt = time.perf_counter() - t0
             total = sum(means.values())
             log(f"{desc} epoch {epoch + 1}/{s.epochs} lr {lr:.4g} loss {total:.4f} "

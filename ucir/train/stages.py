@@ -10,6 +10,8 @@ The other stages: ucir.exemplars.select_exemplars and ucir.evaluate.evaluate_pha
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 
 import torch
@@ -33,6 +35,17 @@ def _teacher(ckpt: dict, cfg: RunConfig, phase: int, device: torch.device):
     return t
 
 
+def fingerprint(cfg: RunConfig, phase: int, *inputs: dict) -> str:
+    """What a stage's result depends on: the configuration, the phase and its input checkpoints' weights. A
+    resumable state is only resumed by a job with the same fingerprint."""
+    h = hashlib.sha256(json.dumps([cfg.to_dict(), phase], sort_keys=True, default=str).encode())
+    for ckpt in inputs:
+        for k, v in sorted(ckpt.get("model", ckpt).items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def distill_weight(cfg: RunConfig, num_old: int, num_new: int) -> float:
     if cfg.distill in ("feature", "cosine_scores"):
         return adaptive_lambda(cfg.lambda_base, num_old, num_new, cfg.lambda_rule)   # Eq. 7
@@ -48,7 +61,8 @@ def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, st
     idx = data.train_indices(0, cfg.base_classes)
     log(f"base phase: {cfg.base_classes} classes, {len(idx)} images")
     fit(net, Objective(cfg, 0), data.train_dev, idx, cfg.base_train, device=device, g=g, log=log,
-        desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every, amp=cfg.amp)
+        desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
+        fingerprint=fingerprint(cfg, 0), amp=cfg.amp)
     return make_checkpoint(net, cfg, 0, num_old=0)
 
 
@@ -87,7 +101,7 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
         f"({len(memory['index'])} exemplars), distill={cfg.distill} weight={lam:.4g}")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_dev, idx, cfg.train, device=device, g=g,
         log=log, desc=f"phase {phase}", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
-        amp=cfg.amp)
+        fingerprint=fingerprint(cfg, phase, prev_ckpt, memory), amp=cfg.amp)
     return make_checkpoint(net, cfg, phase, num_old=num_old)
 
 

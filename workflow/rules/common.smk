@@ -1,30 +1,15 @@
 # Config validation, grid expansion, and the input/param functions the rules use.
-import os
-
-from snakemake.utils import validate
-
 from ucir.codehash import stage_hash
 from ucir.config import ConfigError
-from ucir.grid import base_config, expand_runs
+from ucir.grid import base_config
+from ucir.validate import check_config, load_schema
 
-
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-
-
-def _check_dataset_paths(cfg):
-    for name, ds in cfg["datasets"].items():
-        if ds["source"] != "synthetic" and not ds.get("download", False):
-            root = ds.get("root")
-            if not root or not os.path.isdir(root):
-                raise ConfigError(
-                    f"datasets.{name}.root: folder {root!r} does not exist (source {ds['source']}); "
-                    "point root at the data or set download: true where the source allows it"
-                )
-
-
+# The JSON schema, the dataset folders and every run's settings, before any job: one message naming the key.
 try:
-    _check_dataset_paths(config)
-    RUNS = {r.key: r for r in expand_runs(config)}
+    RUNS = {
+        r.key: r
+        for r in check_config(config, load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+    }
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 

@@ -1,0 +1,52 @@
+"""Check a workflow configuration before any job runs: the JSON schema, the dataset folders, then every run's
+settings (ucir.config.RunConfig.check). Each error is one ConfigError naming the key, the bad value and what is
+allowed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .config import ConfigError
+from .grid import Run, check_dataset_paths, expand_runs
+
+
+def _allowed(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    if "properties" in schema:
+        return "keys " + ", ".join(schema["properties"])
+    bounds = [f"{k} {schema[k]}" for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum",
+                                           "minItems") if k in schema]
+    kind = schema.get("type")
+    return ", ".join(([f"type {kind}"] if kind else []) + bounds) or "see workflow/schemas/config.schema.yaml"
+
+
+def schema_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = ".".join(map(str, e.absolute_path)) or "(top level)"
+        if e.validator == "additionalProperties":
+            extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+            out.append(f"{where}: unknown key(s) {', '.join(map(repr, extra))}; allowed: "
+                       f"{', '.join(e.schema.get('properties', {})) or 'see the schema'}")
+        else:
+            out.append(f"{where}: {e.instance!r} is not allowed ({e.message}); allowed: {_allowed(e.schema)}")
+    return out
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_config(config: dict[str, Any], schema: dict[str, Any]) -> list[Run]:
+    """Raise ConfigError on the first problem; return the runs the configuration asks for."""
+    errors = schema_errors(config, schema)
+    if errors:
+        raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+    check_dataset_paths(config)
+    return expand_runs(config)
