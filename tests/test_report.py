@@ -1,6 +1,7 @@
 """Report tables (values recomputed by hand) and every figure function on small hand-made inputs."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -49,10 +50,12 @@ def _summary(seed, accs, method="lucir", variant="default", phases=2, cfg=None):
 
 
 def test_aggregate_mean_and_std_over_seeds():
-    phases, summary, _ = aggregate([_summary(1, [80, 60, 40]), _summary(2, [90, 70, 50]),
-                                    _summary(1, [50, 30, 20], method="icarl")])
-    assert len(phases) == 9 and list(phases.columns[:7]) == ["dataset", "method", "variant", "phases", "seed",
-                                                             "phase", "classes_seen"]
+    summaries = [_summary(1, [80, 60, 40]), _summary(2, [90, 70, 50]), _summary(1, [50, 30, 20], method="icarl")]
+    summaries = json.loads(json.dumps(summaries, sort_keys=True))               # as summary.json stores them
+    phases, summary, _ = aggregate(summaries)
+    assert len(phases) == 9 and list(phases.columns) == [
+        "dataset", "method", "variant", "phases", "seed", "phase", "classes_seen",
+        "cnn_all", "cnn_old", "cnn_new", "nme_all", "nme_old", "nme_new"]
     row = summary[summary.method == "lucir"].iloc[0]
     a, b = 60.0, 70.0                                                           # the two seeds' averages
     assert row.seeds == 2
@@ -252,3 +255,11 @@ def test_figure_runs_one_setting_for_all_panels():
                                                                              ("lucir", 1, 1993)]
     assert figure_runs(runs, [["lwf"]], [1993]) == [None]
     assert figure_runs([], [["icarl"], ["lucir"]], [1993]) == [None, None]
+
+
+def test_tables_html_shows_every_table():
+    from ucir.report.html import tables_html
+    page = tables_html({"A <b>": pd.DataFrame({"method": ["lucir"], "acc": [61.2345]}),
+                        "B": pd.DataFrame({"x": [float("nan")]})}, "T")
+    assert page.count("<table") == 2 and "61.23" in page and "61.2345" not in page
+    assert "A &lt;b&gt;" in page and "NaN" not in page and "nan" not in page

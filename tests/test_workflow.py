@@ -1,6 +1,6 @@
 """The workflow's caching, driven through the real `snakemake` command line on the tiny synthetic config.
 
-One complete run (module-scoped fixture, ~1 min on 2 CPU cores) is made in a temporary folder; every test copies
+One complete run (module-scoped fixture, 1-2 min on 2 CPU cores) is made in a temporary folder; every test copies
 that folder (outputs with their mtimes, and `.snakemake/` metadata) and asks a dry run what a change would rerun.
 
 The run uses a snapshot of the workflow's sources (Snakefile, workflow/, ucir/) taken when the module starts, not
@@ -217,17 +217,17 @@ class Clone:
         configfile = TINY if cfg is None else write_config(self.work.parent / "config.yaml", cfg)
         return dry_run(self.work, configfile, *args, src=self.src)
 
-    def run(self, cfg: dict | None = None) -> subprocess.CompletedProcess:
-        configfile = TINY if cfg is None else write_config(self.work.parent / "config.yaml", cfg)
-        return snakemake(self.work, configfile, src=self.src, timeout=600)
+
+def _clone(complete_run: Path, parent: Path) -> Clone:
+    dest = parent / "clone"
+    shutil.copytree(complete_run, dest, symlinks=True)   # copy2: mtimes kept
+    return Clone(dest / "src", dest / "work")
 
 
 @pytest.fixture
 def clone(complete_run, tmp_path) -> Clone:
     """A copy of the complete run (mtimes and .snakemake/ metadata kept) and of the sources it ran."""
-    dest = tmp_path / "clone"
-    shutil.copytree(complete_run, dest, symlinks=True)
-    return Clone(dest / "src", dest / "work")
+    return _clone(complete_run, tmp_path)
 
 
 def run_dirs(outputs) -> set[str]:
@@ -261,15 +261,25 @@ def test_complete_run_then_nothing_to_do(clone):
 
 # ---- changed settings -----------------------------------------------------------------------------------------
 
-INCREMENTAL_CHANGES = [pytest.param("lambda_base", 2.0, id="lambda_base"), pytest.param("margin", 0.3, id="margin")]
+INCREMENTAL_CHANGES = {"lambda_base": 2.0, "margin": 0.3}   # under datasets.synthetic.settings in tiny.yaml
 
 
-@pytest.mark.parametrize("key,value", INCREMENTAL_CHANGES)
-def test_incremental_setting_reruns_incremental_phases_not_base(clone, key, value):
-    cfg = tiny()
-    assert cfg["datasets"]["synthetic"]["settings"][key] != value
-    cfg["datasets"]["synthetic"]["settings"][key] = value
-    run = clone.dry_run(cfg)
+@pytest.fixture(scope="module")
+def incremental_dry_runs(complete_run, tmp_path_factory) -> dict[str, DryRun]:
+    """One dry run per changed incremental-phase setting (shared by the tests below)."""
+    clone = _clone(complete_run, tmp_path_factory.mktemp("incremental"))
+    out = {}
+    for key, value in INCREMENTAL_CHANGES.items():
+        cfg = tiny()
+        assert cfg["datasets"]["synthetic"]["settings"][key] != value
+        cfg["datasets"]["synthetic"]["settings"][key] = value
+        out[key] = clone.dry_run(cfg)
+    return out
+
+
+@pytest.mark.parametrize("key", INCREMENTAL_CHANGES)
+def test_incremental_setting_reruns_incremental_phases_not_base(incremental_dry_runs, key):
+    run = incremental_dry_runs[key]
     assert "train_base" not in run.stats, run.stats
     assert run.outputs("train_phase") == phase_files(RUN, "model.pt", (1, 2))
     assert phase_files(RUN, "memory.pt", (1, 2)) <= run.outputs("select_exemplars")
@@ -279,15 +289,9 @@ def test_incremental_setting_reruns_incremental_phases_not_base(clone, key, valu
     assert "plot_accuracy" in run.plots, run.stats
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "select_exemplars and evaluate_phase get the whole run's settings as `params.run` for every phase, phase 0 "
-    "included, so an incremental-only setting (lambda_base, margin) reruns phase 0's exemplar selection (herding "
-    "on the unchanged base model) and evaluation although neither depends on it"))
-@pytest.mark.parametrize("key,value", INCREMENTAL_CHANGES)
-def test_incremental_setting_keeps_phase0(clone, key, value):
-    cfg = tiny()
-    cfg["datasets"]["synthetic"]["settings"][key] = value
-    run = clone.dry_run(cfg)
+@pytest.mark.parametrize("key", INCREMENTAL_CHANGES)
+def test_incremental_setting_keeps_phase0(incremental_dry_runs, key):
+    run = incremental_dry_runs[key]
     phase0 = sorted(o for o in run.outputs() if o.startswith(f"{RUN}/phase0/"))
     assert not phase0, f"phase 0 reruns: {phase0}"
     run.assert_reruns({"train_phase": 2, "select_exemplars": 2, "evaluate_phase": 2, **DOWNSTREAM})
@@ -306,17 +310,24 @@ def test_memory_setting_reruns_selection_and_incremental_phases_not_base(clone):
     assert first.reason.startswith("Params have changed"), first.reason
 
 
-# ---- deleted outputs ------------------------------------------------------------------------------------------
+# ---- one phase redone -----------------------------------------------------------------------------------------
 
-def test_deleting_a_phase_reruns_that_phase_and_later_only(clone):
-    work = clone.work
-    (work / RUN / "phase2" / "model.pt").unlink()
-    run = clone.dry_run()
+def _assert_phase2_and_later_only(run: DryRun) -> None:
     run.assert_reruns({"train_phase": 1, "select_exemplars": 1, "evaluate_phase": 1, **DOWNSTREAM})
     for rule, name in (("train_phase", "model.pt"), ("select_exemplars", "memory.pt"),
                        ("evaluate_phase", "metrics.json")):
         assert run.outputs(rule) == {f"{RUN}/phase2/{name}"}, rule
     assert not [o for o in run.outputs() if "/phase0/" in o or "/phase1/" in o or "/base/" in o]
+
+
+def test_deleting_a_phase_reruns_that_phase_and_later_only(clone):
+    (clone.work / RUN / "phase2" / "model.pt").unlink()
+    _assert_phase2_and_later_only(clone.dry_run())
+
+
+def test_forcing_a_phase_reruns_that_phase_and_later_only(clone):
+    # what a user types today to redo one phase: --forcerun on its model (phase 1 and the base stay cached)
+    _assert_phase2_and_later_only(clone.dry_run(None, "--forcerun", f"{RUN}/phase2/model.pt"))
 
 
 # ---- growing the grid -----------------------------------------------------------------------------------------
@@ -380,11 +391,11 @@ def test_package_code_edit_reruns_the_stages_that_use_it(clone, module, edit, ex
     probe = subprocess.run([sys.executable, "-c", "import ucir; print(ucir.__file__)"], cwd=clone.work,
                            env=_env(clone.src), capture_output=True, text=True, check=True)
     assert Path(probe.stdout.strip()).resolve() == (clone.src / "ucir" / "__init__.py").resolve()
-    assert clone.dry_run().nothing_to_do, "the copied sources alone already change what would run"
+    # (that the sources' copy alone changes nothing: test_complete_run_then_nothing_to_do runs from a copy too)
 
     path = clone.src / "ucir" / module
     text = path.read_text()
-    path.write_text(COMMENT_ONLY + text + "\n" + COMMENT_ONLY if edit == "comment" else text + REAL_EDIT)
+    path.write_text((COMMENT_ONLY + text + "\n" + COMMENT_ONLY) if edit == "comment" else (text + REAL_EDIT))
     run = clone.dry_run()
     if not expected:
         assert run.nothing_to_do, f"a comment-only edit of {module} reruns {run.stats}"
@@ -446,10 +457,6 @@ def test_paper_grid_dry_run_shares_base_models(tmp_path):
 
 # ---- lint -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "snakemake --lint (9.27) on configs/demo.yaml exits 1: every rule (list_classes, train_base, train_phase, "
-    "finetune_balanced, select_exemplars, evaluate_phase, summarize_run, aggregate, plot_accuracy) gets "
-    "'Specify a conda environment or container for each rule.' (workflow/envs/ is empty; no rule has conda:)"))
 def test_lint_is_clean(tmp_path):
     proc = snakemake(tmp_path, REPO / "configs" / "demo.yaml", "--lint")
     lints = [line.strip() for line in proc.stdout.splitlines() if line.startswith("Lints for") or "    * " in line]

@@ -168,8 +168,9 @@ class RunConfig:
 
     # ---- memory ---------------------------------------------------------------------------------------
     def memory_per_class(self, classes_seen: int) -> int:
-        """Exemplars kept per class once `classes_seen` classes are stored."""
-        if self.method == "joint":
+        """Exemplars kept per class once `classes_seen` classes are stored. LwF keeps none (with exemplars it is
+        iCaRL-CNN, Sec. 4.1); joint training has all the data instead."""
+        if self.method in ("lwf", "joint"):
             return 0
         if self.total is not None:
             return self.total // classes_seen
@@ -183,11 +184,11 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "icarl": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
                   freeze_old=False, imprint=False),
     "lwf": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
-                freeze_old=False, imprint=False, per_class=0),
+                freeze_old=False, imprint=False),
     "finetune": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
                      freeze_old=False, imprint=False),
     "joint": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
-                  freeze_old=False, imprint=False, per_class=0),
+                  freeze_old=False, imprint=False),
 }
 
 

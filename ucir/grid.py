@@ -95,6 +95,16 @@ def check_dataset_paths(config: dict[str, Any]) -> None:
                               f"point root at the data{hint} (README: Running experiments)")
 
 
+MEMORY_KEYS = ("method", "per_class", "total", "selection", "nme_flip")
+
+
+def phase0_config(settings: dict[str, Any]) -> RunConfig:
+    """What exemplar selection and evaluation after the base phase depend on: the base model and the memory
+    settings, not the incremental ones (lambda, margin, ...), so changing those leaves phase 0 alone."""
+    keep = dict(base_settings(settings), **{k: settings[k] for k in MEMORY_KEYS if k != "method"})
+    return resolve(settings["method"], dict(keep, phases=1, margin_ranking=False))
+
+
 def expand_runs(config: dict[str, Any]) -> list[Run]:
     runs: dict[tuple, Run] = {}
     variants = config.get("variants") or {}

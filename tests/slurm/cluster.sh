@@ -49,6 +49,14 @@ unavailable() { log "UNAVAILABLE: $*"; exit 3; }
 
 # --- pid bookkeeping ------------------------------------------------------
 
+# True if the process exists and is not a zombie. (Daemons are reparented to
+# pid 1, which in containers may be slow to reap them.)
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z* ]]
+}
+
 # pid of a daemon we started, if it is still alive and still that program.
 # (Checks /proc/<pid>/comm so a recycled pid is never mistaken for ours.)
 live_pid() {
@@ -57,6 +65,7 @@ live_pid() {
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] || return 1
+    alive "$pid" || return 1
     echo "$pid"
 }
 
@@ -184,8 +193,6 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
-# Show gres/gpu in the jobs' TRES (scontrol show job), for tests to inspect.
-AccountingStorageTRES=gres/gpu
 ReturnToService=2
 # Finished jobs stay visible to squeue for MinJobAge seconds. The Snakemake
 # plugin falls back to sacct unless MinJobAge >= 3 * its initial status delay.
@@ -269,6 +276,8 @@ cmd_start() {
         cmd_stop
     fi
     mkdir -p "$LOG_DIR" "$PID_DIR" "$STATE_DIR/spool/ctld" "$STATE_DIR/spool/d"
+    # Failed start (logs are already printed): stop what started, restore configs.
+    trap 'rc=$?; trap - EXIT; if ((rc != 0)); then log "start failed (exit $rc); cleaning up"; cmd_stop; fi; exit $rc' EXIT
     ensure_installed
     backup_configs
     write_configs
@@ -283,7 +292,11 @@ cmd_start() {
     # "idle" in sinfo can precede slurmd's registration; a real job step is
     # the only reliable readiness test.
     local deadline=$((SECONDS + TIMEOUT))
+    local d
     until timeout 20 srun -t 1 -N 1 true >/dev/null 2>&1; do
+        for d in slurmctld slurmd; do
+            live_pid "$d" >/dev/null || { dump_logs; die "$d exited during startup (see its log above)"; }
+        done
         if ((SECONDS >= deadline)); then
             sinfo -N -l >&2 || true
             dump_logs
@@ -293,6 +306,7 @@ cmd_start() {
         scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
         sleep 1
     done
+    trap - EXIT
     log "cluster up: partition '$PARTITION', node localhost ($(sinfo -h -N -o '%c CPUs, %m MB, %G'))"
 }
 
@@ -302,15 +316,18 @@ stop_daemon() {
     pid=$(live_pid "$name") || { rm -f "$PID_DIR/$name.pid"; return 0; }
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
-        [[ -d /proc/$pid ]] || break
+        alive "$pid" || break
         sleep 0.1
     done
-    if [[ -d /proc/$pid ]]; then
-        log "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
+    if alive "$pid"; then
+        log "$name (pid $pid) still running 10 s after SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.5
+        for ((i = 0; i < 50; i++)); do
+            alive "$pid" || break
+            sleep 0.1
+        done
     fi
-    [[ -d /proc/$pid ]] && die "$name (pid $pid) is still running"
+    alive "$pid" && die "$name (pid $pid) is still running"
     rm -f "$PID_DIR/$name.pid"
     log "stopped $name (pid $pid)"
 }

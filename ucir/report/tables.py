@@ -12,6 +12,7 @@ from ..metrics import average_incremental_accuracy, forgetting
 RUN_KEYS = ["dataset", "method", "variant", "phases", "seed"]
 SETTING_KEYS = ["dataset", "method", "variant", "phases"]
 METRICS = ["cnn_all", "cnn_old", "cnn_new", "nme_all", "nme_old", "nme_new"]
+PHASE_COLS = RUN_KEYS + ["phase", "classes_seen"] + METRICS
 
 # Average incremental accuracy (%) on CIFAR-100 B50, R_per = 20, from the legends of the paper's Fig. 5;
 # the iCaRL numbers are its NME classifier (iCaRL-NME).
@@ -83,7 +84,8 @@ def mean_std(runs: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame
 
 def aggregate(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(phases, summary, paper_comparison) tables over all runs of one dataset."""
-    phases = pd.DataFrame([r for s in summaries for r in s["rows"]]).sort_values(RUN_KEYS + ["phase"])
+    phases = pd.DataFrame([r for s in summaries for r in s["rows"]], columns=PHASE_COLS)   # columns in this order
+    phases = phases.sort_values(RUN_KEYS + ["phase"])
     runs = pd.DataFrame([dict({k: s[k] for k in RUN_KEYS + SUMMARY_COLS}, paper_protocol=paper_protocol(s["config"]))
                          for s in summaries])
     summary = mean_std(runs, SETTING_KEYS, SUMMARY_COLS)
@@ -101,7 +103,7 @@ def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
         std = float(acc.std()) if len(acc) > 1 else float("nan")
         rows.append({"method": name, "classifier": clf.upper(), "phases": p, "paper": value,
                      "ours_mean": mean, "ours_std": std, "seeds": len(acc), "difference": mean - value,
-                     "setting": PAPER_SETTING if len(acc) else f"no {PAPER_SETTING} run in this configuration"})
+                     "setting": PAPER_SETTING if len(acc) else f"no run with the paper's setting ({PAPER_SETTING})"})
     return pd.DataFrame(rows).round({"ours_mean": 2, "ours_std": 2, "difference": 2})
 
 

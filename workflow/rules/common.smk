@@ -1,7 +1,7 @@
 # Config validation, grid expansion, and the input/param functions the rules use.
 from ucir.codehash import stage_hash
 from ucir.config import ConfigError
-from ucir.grid import base_config
+from ucir.grid import base_config, phase0_config
 from ucir.validate import check_config, load_schema
 
 # The JSON schema, the dataset folders and every run's settings, before any job: one message naming the key.
@@ -41,6 +41,12 @@ def _run_dir(w):
 
 def get_run_params(w):
     return _run(w).settings
+
+
+def get_phase_params(w):
+    """Exemplar selection and evaluation after phase 0 depend only on the base model and the memory settings."""
+    settings = _run(w).settings
+    return phase0_config(settings).to_dict() if int(w.k) == 0 else settings
 
 
 def get_base_params(w):
@@ -123,8 +129,18 @@ def get_dataset_params(w):
     return config["datasets"][w.dataset]
 
 
+def run_outputs(r):
+    """Every file a run keeps, so a deleted phase is rebuilt (with the phases after it)."""
+    outs = [f"{r.path}/phase0/memory.pt", f"{r.path}/phase0/metrics.json", f"{r.path}/summary.json"]
+    for k in range(1, r.phases + 1):
+        outs += [f"{r.path}/phase{k}/{f}" for f in ("model.pt", "memory.pt", "metrics.json")]
+        if r.settings["cbf"]:
+            outs.append(f"{r.path}/phase{k}/model_cbf.pt")
+    return outs
+
+
 def get_final_outputs():
-    outs = []
+    outs = [f for r in RUNS.values() for f in run_outputs(r)]
     for ds in sorted({r.dataset for r in RUNS.values()}):
         if config["datasets"][ds]["source"] == "imagenet_subset":
             outs.append(f"results/{ds}/classes.txt")

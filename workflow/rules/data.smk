@@ -12,5 +12,7 @@ rule list_classes:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/list_classes.py"

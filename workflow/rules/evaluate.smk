@@ -11,7 +11,7 @@ rule evaluate_phase:
     benchmark:
         f"{BENCH_DIR}/phase{{k}}/evaluate_phase.tsv"
     params:
-        run=get_run_params,
+        run=get_phase_params,
         identity=get_run_identity,
         code=CODE["evaluate"],
     threads: 1
@@ -19,6 +19,8 @@ rule evaluate_phase:
         gpu=1,
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/evaluate_phase.py"
 
@@ -38,5 +40,7 @@ rule summarize_run:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/summarize_run.py"

@@ -9,11 +9,13 @@ rule select_exemplars:
     log:
         f"{LOG_DIR}/phase{{k}}/select_exemplars.log",
     params:
-        run=get_run_params,
+        run=get_phase_params,
         code=CODE["select_exemplars"],
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/select_exemplars.py"

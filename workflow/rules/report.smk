@@ -15,6 +15,7 @@ rule aggregate:
         phases=report_table("phases"),
         summary=report_table("summary"),
         comparison=report_table("paper_comparison"),
+        html=report_table("tables", ext="html", label="all three tables (HTML view)"),
     log:
         "logs/{dataset}/aggregate.log",
     params:
@@ -23,6 +24,8 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -31,7 +34,7 @@ rule plot_accuracy:
     input:
         phases="results/{dataset}/tables/phases.csv",
     output:
-        **report_figure("accuracy", "Figs. 5/6: accuracy after each phase"),
+        **report_figure("accuracy", "Fig. 5/6: accuracy after each phase"),
     log:
         "logs/{dataset}/plot_accuracy.log",
     params:
@@ -41,6 +44,8 @@ rule plot_accuracy:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_accuracy.py"
 
@@ -58,6 +63,8 @@ rule plot_weight_norms:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_weight_norms.py"
 
@@ -76,6 +83,8 @@ rule plot_components:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_components.py"
 
@@ -94,6 +103,8 @@ rule plot_memory:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_memory.py"
 
@@ -112,6 +123,8 @@ rule plot_adaptive_weight:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_adaptive_weight.py"
 
@@ -130,5 +143,7 @@ rule plot_confusion:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/plot_confusion.py"

@@ -29,6 +29,7 @@ def report_figure(name, label):
     return {"png": png, "pdf": f"{FIG_DIR}/{name}.pdf"}
 
 
-def report_table(name):
-    return report(f"results/{{dataset}}/tables/{name}.csv", caption=f"../report/{name}.rst", category="Tables",
-                  subcategory="{dataset}", labels={"table": f"{name}.csv", "dataset": "{dataset}"})
+def report_table(name, ext="csv", label=None):
+    """A table, marked for the report with workflow/report/{name}.rst as caption."""
+    return report(f"results/{{dataset}}/tables/{name}.{ext}", caption=f"../report/{name}.rst", category="Tables",
+                  subcategory="{dataset}", labels={"table": label or f"{name}.{ext}", "dataset": "{dataset}"})

@@ -18,6 +18,8 @@ rule train_base:
         gpu=1,
         mem_mb=16000,
         runtime=720,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/train_base.py"
 
@@ -40,6 +42,8 @@ rule train_phase:
         gpu=1,
         mem_mb=16000,
         runtime=720,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/train_phase.py"
 
@@ -61,5 +65,7 @@ rule finetune_balanced:
         gpu=1,
         mem_mb=16000,
         runtime=240,
+    conda:
+        "../envs/ucir.yaml"
     script:
         "../scripts/finetune_balanced.py"

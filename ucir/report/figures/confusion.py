@@ -31,7 +31,8 @@ def confusion_matrices(metrics: dict[str, dict | None], png: str, pdf: str):
         return placeholder(png, pdf, TITLE)
     vmax = max(float(p[1].max()) for p in panels if p[1] is not None)
     with style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(PAGE, PAGE / len(panels) + 0.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(PAGE, PAGE / len(panels) + 0.5), squeeze=False,
+                                 layout="constrained")
         for ax, (name, mat, acc, m) in zip(axes[0], panels):
             if mat is None:
                 ax.axis("off")
@@ -48,7 +49,7 @@ def confusion_matrices(metrics: dict[str, dict | None], png: str, pdf: str):
         r = next(p[3] for p in panels if p[1] is not None)["run"]
         fig.suptitle(f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}",
                      fontsize=7.5)
-        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.7, label="log(1 + count)")
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log(1 + count)")
         return save(fig, png, pdf)
 
 

@@ -1,6 +1,6 @@
-"""Fig. 3: the last layer after one incremental phase. With a linear head (iCaRL, Eq. 3) the weights and biases of
-the new classes are larger than those of the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen and
-imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all."""
+"""Fig. 3: the last layer after one incremental phase. In the paper, a linear head (iCaRL, Eq. 3) ends up with larger
+weights and biases for the new classes than for the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen
+and imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -13,16 +13,18 @@ OLD, NEW = "tab:blue", "tab:red"
 
 def _scatter(ax, values: list[float], num_old: int, what: str) -> None:
     old, new = values[:num_old], values[num_old:]
-    for xs, ys, c, name in ((range(num_old), old, OLD, "old"), (range(num_old, len(values)), new, NEW, "new")):
+    groups = ((range(num_old), old, OLD, "old"), (range(num_old, len(values)), new, NEW, "new"))
+    for xs, ys, c, name in groups:
         if not ys:
             continue
         mean = sum(ys) / len(ys)
-        ax.scatter(list(xs), ys, s=4, color=c, label=f"{name} classes (mean {mean:.3g})", lw=0)
+        ax.scatter(list(xs), ys, s=6, color=c, label=f"{name} (mean {mean:.3g})", lw=0)
         ax.hlines(mean, xs[0], xs[-1], color=c, lw=0.8, ls="--")
     ax.set_xlabel("class index (in the class order)")
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, markerscale=2)
+    ax.legend(frameon=False, markerscale=1.5, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              handletextpad=0.1, columnspacing=0.8)
 
 
 def _setting(m: dict) -> str:
@@ -47,9 +49,9 @@ def weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: str):
     if not panels:
         return placeholder(png, pdf, TITLE)
     with style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(PAGE * len(panels) / 3, 2.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(PAGE * len(panels) / 3, 2.6), squeeze=False,
+                                 layout="constrained")
         for ax, (m, values, title, what) in zip(axes[0], panels):
             _scatter(ax, values, m["num_old"], what)
             ax.set_title(f"{title}: {what.split()[-1]}\n{_setting(m)}")
-        fig.tight_layout()
         return save(fig, png, pdf)
