@@ -44,7 +44,7 @@ pytestmark = pytest.mark.workflow
 # ---- running snakemake ----------------------------------------------------------------------------------------
 
 def _env(src: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("SNAKEMAKE_PROFILE", "UCIR_CODE_HASHES")}
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
@@ -406,6 +406,24 @@ def test_package_code_edit_reruns_the_stages_that_use_it(clone, module, edit, ex
     assert triggered == params_rules, {j.rule: j.reason[:80] for j in run.jobs}
     for rule in params_rules:
         assert all(j.reason.startswith("Params have changed") for j in run.of(rule)), rule
+
+
+def test_jobs_started_by_a_cluster_keep_the_code_hashes_of_the_submitting_run(clone):
+    # A cluster job runs Snakemake again inside itself; it must use the hashes computed when the grid was
+    # submitted (handed down in UCIR_CODE_HASHES), so an edit made mid-run cannot make it redo earlier phases.
+    stages = "('train', 'select_exemplars', 'evaluate', 'report')"
+    hashes = subprocess.run([sys.executable, "-c", "import json; from ucir.codehash import stage_hash; "
+                             f"print(json.dumps({{s: stage_hash(s) for s in {stages}}}))"],
+                            env=_env(clone.src), capture_output=True, text=True, check=True).stdout.strip()
+    path = clone.src / "ucir" / "losses.py"
+    path.write_text(path.read_text() + REAL_EDIT)
+    assert not clone.dry_run().nothing_to_do                         # the edit is seen by a fresh run ...
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(clone.src / "Snakefile"), "--directory",
+           str(clone.work), "--configfile", str(TINY), "--cores", "2", "--dry-run"]
+    proc = subprocess.run(cmd, env=dict(_env(clone.src), UCIR_CODE_HASHES=hashes), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, _tail(proc)
+    assert parse_dry_run(proc.stdout).nothing_to_do, _tail(proc)     # ... not by a job of the running grid
 
 
 # ---- the paper grid -------------------------------------------------------------------------------------------

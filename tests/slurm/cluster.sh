@@ -50,10 +50,13 @@ unavailable() { log "UNAVAILABLE: $*"; exit 3; }
 # --- pid bookkeeping ------------------------------------------------------
 
 # True if the process exists and is not a zombie. (Daemons are reparented to
-# pid 1, which in containers may be slow to reap them.)
+# pid 1, which in containers may be slow to reap them.) Reads /proc rather
+# than `ps`: minimal images lack procps, and slurm-wlm does not pull it in.
 alive() {
-    local state
-    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    local stat state
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    state=${stat##*) }         # fields after "pid (comm) "
+    state=${state%% *}
     [[ -n $state && $state != Z* ]]
 }
 

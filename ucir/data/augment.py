@@ -18,6 +18,17 @@ def draw_crop_flip(n: int, pad: int, g: torch.Generator) -> tuple[torch.Tensor, 
     return dy, dx, flip
 
 
+def index_batches(indices: torch.Tensor, batch_size: int, train: bool, pad: int, g: torch.Generator | None):
+    """Chunks of `indices` (shuffled when training), each with its crop/flip draws (None at test time). One
+    permutation, then per batch the offsets and flips: every loader draws from `g` in this order, which is what
+    makes the device path and the per-sample reference pipeline identical."""
+    if train:
+        indices = indices[torch.randperm(len(indices), generator=g)]
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start:start + batch_size]
+        yield idx, (draw_crop_flip(len(idx), pad, g) if train else None)
+
+
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
     """Zero-pad by `pad`, crop back to the input size at (dy, dx), then flip where `flip`. x: N x C x H x W."""
     n, c, h, w = x.shape

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import crop_flip, draw_crop_flip, normalize
+from .augment import crop_flip, index_batches, normalize
 from .specs import DataSpec
 from .splits import ArraySplit, FolderSplit, Split
 
@@ -29,15 +29,11 @@ class DeviceArrays:
 
     def batches(self, indices: torch.Tensor, batch_size: int, train: bool,
                 g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if train:
-            indices = indices[torch.randperm(len(indices), generator=g)]
-        for start in range(0, len(indices), batch_size):
-            idx = indices[start:start + batch_size]
+        for idx, draws in index_batches(indices, batch_size, train, self.spec.pad, g):
             dev_idx = idx.to(self.device)
             x = self.images[dev_idx]
-            if train:
-                dy, dx, flip = draw_crop_flip(len(idx), self.spec.pad, g)
-                x = crop_flip(x, dy, dx, flip, self.spec.pad)
+            if draws is not None:
+                x = crop_flip(x, *draws, self.spec.pad)
             yield normalize(x, self.mean, self.std), self.targets[dev_idx]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .augment import draw_crop_flip
+from .augment import index_batches
 from .specs import DataSpec
 from .splits import ArraySplit
 
@@ -32,14 +32,10 @@ class PILArrays:
 
     def batches(self, indices: torch.Tensor, batch_size: int, train: bool,
                 g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if train:
-            indices = indices[torch.randperm(len(indices), generator=g)]
-        for start in range(0, len(indices), batch_size):
-            idx = indices[start:start + batch_size]
-            if train:
-                dy, dx, flip = draw_crop_flip(len(idx), self.spec.pad, g)
+        for idx, draws in index_batches(indices, batch_size, train, self.spec.pad, g):
+            if draws is not None:
                 xs = [self._one(self.split.images[i], int(a), int(b), bool(f))
-                      for i, a, b, f in zip(idx.tolist(), dy, dx, flip)]
+                      for i, a, b, f in zip(idx.tolist(), *draws)]
             else:
                 xs = [self._one(self.split.images[i], None, None, False) for i in idx.tolist()]
             yield torch.stack(xs).to(self.device), self.split.targets[idx].to(self.device)

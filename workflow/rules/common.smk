@@ -1,4 +1,7 @@
 # Config validation, grid expansion, and the input/param functions the rules use.
+import json
+import os
+
 from ucir.codehash import stage_hash
 from ucir.config import ConfigError
 from ucir.grid import base_config, phase0_config
@@ -15,7 +18,14 @@ except ConfigError as e:
 
 # One entry per base model: (dataset, base, seed) -> the settings it depends on.
 BASES = {(r.dataset, r.base, r.seed): base_config(r.settings).to_dict() for r in RUNS.values()}
-CODE = {stage: stage_hash(stage) for stage in ("train", "select_exemplars", "evaluate", "report")}
+# Code hashes are computed once, by the Snakemake process the user started, and handed to the Snakemake that a
+# cluster job starts inside itself (the environment travels with the job): an edit made while a grid runs must
+# not make a job think an earlier phase is out of date and redo it.
+if "UCIR_CODE_HASHES" in os.environ:
+    CODE = json.loads(os.environ["UCIR_CODE_HASHES"])
+else:
+    CODE = {stage: stage_hash(stage) for stage in ("train", "select_exemplars", "evaluate", "report")}
+    os.environ["UCIR_CODE_HASHES"] = json.dumps(CODE)
 RUN_DIR = "results/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
 LOG_DIR = "logs/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
 BENCH_DIR = "benchmarks/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
