@@ -180,3 +180,27 @@ def test_provenance_records_versions_commit_and_device():
     for key in ("ucir_version", "git_commit", "git_dirty", "torch", "torchvision", "device", "python"):
         assert key in p
     assert p["device"] == "cpu" and p["torch"] == torch.__version__
+
+
+def test_a_failed_write_leaves_neither_the_output_nor_a_temporary_file(tmp_path, monkeypatch):
+    """A full disk (ENOSPC) in the middle of saving: the output path never exists half-written."""
+    import errno
+
+    import ucir.io as io
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_torch({"x": torch.zeros(1)}, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_flag_keeps_checkpoint_keys():
+    from ucir.checkpoint import to_device
+    cfg, _, _ = _setup()
+    net = build_model("resnet8", "cosine", 2, 3, False)
+    keys = list(net.state_dict())
+    compiled = to_device(net, resolve("lucir", dict(cfg.to_dict(), compile=True)), CPU)
+    assert list(compiled.state_dict()) == keys

@@ -146,15 +146,18 @@ def _texts(fig):
 
 
 def test_accuracy_curves_means_and_legend(tmp_path):
-    spec = {("lucir", "default", 2, 1): ([80, 70, 60], [78, 68, 58]), ("lucir", "default", 2, 2): [90, 80, 70],
-            ("icarl", "default", 2, 1): [80, 50, 40], ("joint", "default", 2, 1): [99, 99, 99]}
+    nan = float("nan")
+    spec = {("lucir", "default", 2, 1): ([80, 70, 60], [78, 68, 58]),
+            ("lucir", "default", 2, 2): ([90, 80, 70], [88, 78, 68]),
+            ("icarl", "default", 2, 1): ([80, 50, 40], [70, nan, nan]),            # NME incomplete: no curve
+            ("joint", "default", 2, 1): [99, 99, 99]}
     exps = {"main": {"plot": "curves", "runs": [list(k) for k in spec if k[0] != "joint"]},
             "other": {"plot": "none", "runs": [["joint", "default", 2, 1]]}}
     fig = plots.accuracy_curves(_phases(spec), exps, *_out(tmp_path, "acc"))
     _written(*_out(tmp_path, "acc"))
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"Ours-CNN (75.00)", "Ours-NME (68.00)", "iCaRL-CNN (56.67)"}   # joint: not a curves run
+    assert set(lines) == {"Ours-CNN (75.00)", "Ours-NME (73.00)", "iCaRL-CNN (56.67)"}   # joint: not a curves run
     np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_ydata(), [85, 75, 65])
     np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_xdata(), [4, 6, 8])
     assert ax.get_title() == "2 phases"

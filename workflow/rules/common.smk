@@ -155,5 +155,6 @@ def get_final_outputs():
         if config["datasets"][ds]["source"] == "imagenet_subset":
             outs.append(f"results/{ds}/classes.txt")
         outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "summary", "paper_comparison"])
+        outs.append(f"results/{ds}/tables/tables.html")
         outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
     return outs

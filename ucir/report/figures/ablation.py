@@ -35,19 +35,19 @@ def _grouped_bars(ax, stats: pd.DataFrame, bar_col: str, order: list, names: dic
     for i, b in enumerate(bars):
         sub = stats[stats[bar_col] == b].set_index("phases").reindex(settings)
         xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(settings))]
-        means, stds = sub[f"{col}_mean"], sub[f"{col}_std"].fillna(0.0)
+        means, stds = sub[f"{col}_mean"], sub[f"{col}_std"]                 # std NaN (one seed): no error bar
         ax.bar(xs, means, width * 0.92, yerr=stds, capsize=1.5, label=names.get(b, str(b)),
                error_kw={"lw": 0.6})
-        for x, m, s in zip(xs, means, stds):
+        for x, m, s in zip(xs, means, stds.fillna(0.0)):
             if not math.isnan(m):
                 ax.text(x, m + s + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=5)
     ax.set_xticks(range(len(settings)), [phases_title(p) for p in settings])
     top = (stats[f"{col}_mean"] + stats[f"{col}_std"].fillna(0.0)).dropna()
     low = stats[f"{col}_mean"].dropna()
-    ax.set_ylim(max(0.0, math.floor(low.min() / 5) * 5 - 10), top.max() + 0.25 * (top.max() - low.min()) + 6)
+    ax.set_ylim(max(0.0, math.floor(low.min() / 5) * 5 - 10), top.max() + 0.1 * (top.max() - low.min()) + 2)
     ax.set_ylabel("average incremental accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(frameon=False, ncols=2)
+    ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
 
 
 def components_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
@@ -60,7 +60,7 @@ def components_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str)
     if stats.method.nunique() > 1:                      # the paper ablates LUCIR only; name others explicitly
         stats["variant"] = stats.method + "/" + stats.variant
     with style():
-        fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
+        fig, ax = plt.subplots(figsize=(COLUMN, 2.6), layout="constrained")
         _grouped_bars(ax, stats, "variant", list(COMPONENTS), COMPONENTS, "avg_inc_cnn")
         ax.set_title(title)
         return save(fig, png, pdf)
@@ -78,7 +78,7 @@ def lambda_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
         avg["lambda_rule"] = avg.method + "/" + avg.lambda_rule
     stats = mean_std(avg, ["lambda_rule", "phases"], ["avg_inc_cnn"])
     with style():
-        fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
+        fig, ax = plt.subplots(figsize=(COLUMN, 2.6), layout="constrained")
         _grouped_bars(ax, stats, "lambda_rule", list(LAMBDA_RULES), LAMBDA_RULES, "avg_inc_cnn")
         ax.set_title(title)
         return save(fig, png, pdf)
@@ -98,7 +98,8 @@ def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
     stats = mean_std(avg, ["method", "phases", key], ["avg_inc_cnn", "avg_inc_nme"])
     settings = sorted(stats.phases.unique())
     with style():
-        fig, axes = plt.subplots(1, len(settings), figsize=(max(COLUMN, 2.4 * len(settings)), 2.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(settings), figsize=(max(COLUMN, 2.4 * len(settings)), 2.8), squeeze=False,
+                                 layout="constrained")
         for ax, p in zip(axes[0], settings):
             for method, g in stats[stats.phases == p].groupby("method", sort=True):
                 g = g.sort_values(key)
@@ -113,8 +114,7 @@ def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
             ax.set_xlabel(GRID_LABELS.get(key, key))
             ax.set_title(phases_title(p))
             ax.grid(alpha=0.3)
-            ax.legend(frameon=False)
+            ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         axes[0][0].set_ylabel("average incremental accuracy (%)")
         fig.suptitle(title, fontsize=7.5)
-        fig.tight_layout()
         return save(fig, png, pdf)

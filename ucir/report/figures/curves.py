@@ -10,8 +10,9 @@ TITLE = "Accuracy after each phase (Figs. 5/6)"
 
 
 def accuracy_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str, kind: str = "curves"):
-    """Mean over seeds with a +-1 std band; CNN solid, NME dashed; the legend gives each curve's average
-    incremental accuracy (mean over seeds of the mean over phases, base phase included)."""
+    """Mean over seeds with a +-1 std band; CNN solid, NME dashed (drawn only where every phase of every run has
+    it); the legend gives each curve's average incremental accuracy (mean over seeds of the mean over phases, base
+    phase included)."""
     runs = runs_of_kind(experiments, kind)
     df = select_runs(phases, runs) if runs else phases.iloc[0:0]
     if df.empty:
@@ -19,12 +20,11 @@ def accuracy_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str,
     settings = sorted(df.phases.unique())
     width = min(PAGE, max(COLUMN, 2.4 * len(settings)))
     with style():
-        fig, axes = plt.subplots(1, len(settings), figsize=(width, 2.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(settings), figsize=(width, 3.2), squeeze=False, layout="constrained")
         for ax, p in zip(axes[0], settings):
             _panel(ax, df[df.phases == p])
             ax.set_title(phases_title(p))
         axes[0][0].set_ylabel("accuracy (%)")
-        fig.tight_layout()
         return save(fig, png, pdf)
 
 
@@ -32,7 +32,7 @@ def _panel(ax, sub: pd.DataFrame) -> None:
     for (method, variant), g in sub.groupby(["method", "variant"], sort=True):
         for clf, ls, marker in (("cnn", "-", "o"), ("nme", "--", "s")):
             col = f"{clf}_all"
-            if g[col].isna().all():
+            if g[col].isna().any():                     # e.g. NME without exemplars of every class: no curve
                 continue
             stats = g.groupby("classes_seen")[col].agg(["mean", "std"]).fillna({"std": 0.0})
             avg = g.groupby("seed")[col].mean().mean()                 # average incremental accuracy
@@ -44,4 +44,4 @@ def _panel(ax, sub: pd.DataFrame) -> None:
     ax.set_xticks(sorted(sub.classes_seen.unique()))
     ax.set_xlabel("number of classes")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, handlelength=2.2)
+    ax.legend(frameon=False, handlelength=2.2, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
