@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 ## The embedded default: the synthetic demo, every stage and plot, on CPU in a few minutes.
 demo: $(STAMP)
 	$(SMK) --configfile configs/demo.yaml
-	@echo "results: results/demo/tables/summary.csv and results/demo/figures/"
+	@echo "tables: results/synthetic/tables/   figures: results/synthetic/figures/   report: make report"
 
 ## The whole test suite (unit, workflow caching, lint, slurm when available).
 test: $(STAMP)
@@ -44,10 +44,14 @@ fmnist-data:
 fmnist: $(STAMP) fmnist-data
 	$(SMK) --configfile configs/fashion_mnist.yaml
 
+## One HTML file with every figure and table of the demo (after `make demo`).
 report: $(STAMP)
-	$(SMK) --configfile configs/demo.yaml --report results/demo/report.html
+	$(SMK) --configfile configs/demo.yaml --report results/report.html
+	@echo "open results/report.html"
 
+## What the paper's CIFAR-100 grid (config.yaml) would run, with its shared base models.
 dryrun-paper: $(STAMP)
+	mkdir -p data/cifar100
 	$(SMK) --dry-run --quiet rules
 
 clean:
