@@ -52,7 +52,7 @@ def interrupt(workdir: Path, phase: int, sig: int) -> str:
         if log.exists() and f"phase {phase} epoch 3/" in log.read_text():
             break
         assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.2)
+        time.sleep(0.05)
     else:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the phase never reached its 3rd epoch")

@@ -217,6 +217,11 @@ def test_weight_norms_panels(tmp_path):
     np.testing.assert_allclose(old.get_offsets(), [[0, 0.1], [1, 0.0]])
     np.testing.assert_allclose(new.get_offsets(), [[2, 0.5], [3, 0.6]])
     assert "σ = 3.00" in fig.axes[2].get_title()
+    # the cosine panel shows what enters the logits, eta * ||normalised row|| = sigma for every class ...
+    offsets = np.concatenate([c.get_offsets() for c in fig.axes[2].collections if isinstance(c, PathCollection)])
+    np.testing.assert_allclose(offsets[:, 1], [3.0] * 4)
+    # ... and names the stored norms it normalises away
+    assert "stored ‖θ‖ old 0.93, new 0.93" in fig.axes[2].get_title()
     only_cosine = plots.weight_norms(None, cosine, *_out(tmp_path, "norms1"))
     assert len(only_cosine.axes) == 1
 

@@ -42,10 +42,16 @@ def weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: str):
         if linear["head"]["bias"] is not None:
             panels.append((linear, linear["head"]["bias"], f"{name} (linear head)", "bias b"))
     if cosine is not None:
+        # What enters a cosine head's logits is eta * ||theta_bar_i|| = eta for every class (Eq. 4): the rows are
+        # normalised, so the stored norms (which SGD grows on the trained rows) cannot favour any class.
         name = label(cosine["run"]["method"], cosine["run"]["variant"])
-        sigma = cosine["head"].get("sigma")
-        extra = f", σ = {sigma:.2f}" if sigma is not None else ""
-        panels.append((cosine, cosine["head"]["weight_norms"], f"{name} (cosine head{extra})", "weight norm ‖θ‖"))
+        norms, sigma = cosine["head"]["weight_norms"], cosine["head"].get("sigma")
+        n_old = cosine["num_old"]
+        stored = (f"stored ‖θ‖ old {sum(norms[:n_old]) / n_old:.2f}, new "
+                  f"{sum(norms[n_old:]) / max(len(norms) - n_old, 1):.2f}, normalised away")
+        scale = [sigma if sigma is not None else 1.0] * len(norms)
+        title = f"{name} (cosine head, σ = {sigma:.2f})" if sigma is not None else f"{name} (cosine head)"
+        panels.append((cosine, scale, f"{title}\n{stored}", "logit scale η‖θ̄‖"))
     if not panels:
         return placeholder(png, pdf, TITLE)
     with style():
@@ -53,5 +59,5 @@ def weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: str):
                                  layout="constrained")
         for ax, (m, values, title, what) in zip(axes[0], panels):
             _scatter(ax, values, m["num_old"], what)
-            ax.set_title(f"{title}: {what.split()[-1]}\n{_setting(m)}")
+            ax.set_title(f"{title}\n{what.split()[-1]}, {_setting(m)}")
         return save(fig, png, pdf)
