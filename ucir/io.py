@@ -58,10 +58,15 @@ def _git(*args: str) -> str | None:
 def provenance(device) -> dict[str, Any]:
     """What produced an output: package version, git commit (and whether the tree was dirty), library versions,
     device."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import torchvision
 
     from . import __version__
+    try:
+        tv = version("torchvision")          # without importing it: that alone takes seconds in a short job
+    except PackageNotFoundError:
+        tv = None
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     dev = torch.device(device)
@@ -70,7 +75,7 @@ def provenance(device) -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": tv,
         "python": platform.python_version(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
