@@ -7,12 +7,14 @@ against a teacher, 50 old of 100 classes) on the same synthetic CIFAR-100-shaped
 The naive loop feeds the model the way the official code does: a map-style Dataset of HWC uint8 arrays with
 per-sample PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader with
 2 workers, fp32, NCHW, teacher under no_grad. ucir's loop (ucir.train.fit) keeps the data on the device as uint8
-and crops/flips/normalises whole batches there; on CUDA it adds bf16 autocast, channels_last and cudnn autotuning.
+and crops/flips/normalises whole batches there, runs the network channels_last (CPU and CUDA), and on CUDA adds bf16
+autocast and cudnn autotuning.
 Rounds alternate (ucir, naive, ucir, ...); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import glob
 import os
 import re
@@ -24,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import losses as L
+from .checkpoint import to_device
 from .config import resolve
 from .data import DeviceArrays, make_synthetic, spec_for
 from .models import build_model
@@ -118,7 +121,7 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} threads, {n} images/round, batch {args.batch_size}, ResNet-32, "
           f"LUCIR objective (CE + LF + MR, teacher with 50 classes)")
 
-    ucir_teacher = teacher.to(memory_format=torch.channels_last) if device.type == "cuda" else teacher
+    ucir_teacher = to_device(copy.deepcopy(teacher), cfg, device)   # .to() works in place: keep the naive one NCHW
     speeds = {"ucir": [], "naive": []}
     for r in range(args.rounds + 1):                                      # round 0 warms up both loops
         for name in ("ucir", "naive"):
@@ -126,8 +129,7 @@ def main(argv=None) -> None:
             _sync(device)
             t0 = time.perf_counter()
             if name == "ucir":
-                if device.type == "cuda":
-                    net = net.to(memory_format=torch.channels_last)
+                net = to_device(net, cfg, device)
                 fit(net, Objective(cfg, 50, lam, ucir_teacher), dev_data, indices, cfg.train, device=device,
                     g=torch.Generator().manual_seed(r), log=lambda s: None, desc="bench", amp=True)
             else:

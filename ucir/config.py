@@ -73,7 +73,7 @@ class RunConfig:
     device: str = "auto"                  # auto | cpu | cuda
     deterministic: bool = False
     amp: bool = True                      # bf16 autocast on CUDA only
-    channels_last: bool = True            # CUDA only
+    channels_last: bool = True            # memory format of the network (CUDA and CPU)
     compile: bool = False
     eval_batch_size: int = 512
     checkpoint_every: int = 0             # epochs between resumable states (0: never)

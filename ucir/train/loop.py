@@ -47,9 +47,12 @@ class Objective:
         if use_teacher and cfg.distill != "none":
             with torch.inference_mode():
                 t_feats = self.teacher.features(x)
-                t_out = self.teacher.head.cosine(t_feats) if cfg.distill == "cosine_scores" \
-                    else self.teacher.head(t_feats)
-            t_feats, t_out = t_feats.float().clone(), t_out.float().clone()  # usable by autograd
+                if cfg.distill == "cosine_scores":
+                    t_out = self.teacher.head.cosine(t_feats)
+                elif cfg.distill == "kd":
+                    t_out = self.teacher.head(t_feats)
+            t_feats = t_feats.float().clone()                              # usable by autograd
+            t_out = t_out.float().clone() if cfg.distill != "feature" else None
             if cfg.distill == "feature":                                   # Eq. 6
                 out["lf"] = self.lam * L.less_forget(feats.float(), t_feats)
             elif cfg.distill == "cosine_scores":                           # Eq. 5
