@@ -59,9 +59,14 @@ def components_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str)
     stats = mean_std(avg, ["method", "variant", "phases"], ["avg_inc_cnn"])
     if stats.method.nunique() > 1:                      # the paper ablates LUCIR only; name others explicitly
         stats["variant"] = stats.method + "/" + stats.variant
+    return _bar_figure(stats, "variant", COMPONENTS, title, png, pdf)
+
+
+def _bar_figure(stats: pd.DataFrame, key: str, names: dict, title: str, png: str, pdf: str):
+    """One column-wide bar chart of CNN average incremental accuracy, bars named by `key` in the order of `names`."""
     with style():
         fig, ax = plt.subplots(figsize=(COLUMN, 2.6), layout="constrained")
-        _grouped_bars(ax, stats, "variant", list(COMPONENTS), COMPONENTS, "avg_inc_cnn")
+        _grouped_bars(ax, stats, key, list(names), names, "avg_inc_cnn")
         ax.set_title(title)
         return save(fig, png, pdf)
 
@@ -77,11 +82,7 @@ def lambda_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
     if avg.method.nunique() > 1:
         avg["lambda_rule"] = avg.method + "/" + avg.lambda_rule
     stats = mean_std(avg, ["lambda_rule", "phases"], ["avg_inc_cnn"])
-    with style():
-        fig, ax = plt.subplots(figsize=(COLUMN, 2.6), layout="constrained")
-        _grouped_bars(ax, stats, "lambda_rule", list(LAMBDA_RULES), LAMBDA_RULES, "avg_inc_cnn")
-        ax.set_title(title)
-        return save(fig, png, pdf)
+    return _bar_figure(stats, "lambda_rule", LAMBDA_RULES, title, png, pdf)
 
 
 def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
