@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,3 +40,17 @@ def stage_hash(stage: str) -> str:
             h.update(str(f.relative_to(PKG)).encode())
             h.update(_file_digest(f).encode())
     return h.hexdigest()[:16]
+
+
+ENV = "UCIR_CODE_HASHES"
+
+
+def submission_hashes() -> dict[str, str]:
+    """Every stage's hash, computed once by the Snakemake process the user started and handed down through the
+    environment to the Snakemake that each cluster job starts inside itself (the environment travels with the job):
+    an edit made while a grid runs must not make a job think an earlier phase is out of date and redo it."""
+    if ENV in os.environ:
+        return json.loads(os.environ[ENV])
+    hashes = {stage: stage_hash(stage) for stage in STAGE_MODULES}
+    os.environ[ENV] = json.dumps(hashes)
+    return hashes

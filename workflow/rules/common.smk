@@ -1,8 +1,5 @@
 # Config validation, grid expansion, and the input/param functions the rules use.
-import json
-import os
-
-from ucir.codehash import stage_hash
+from ucir.codehash import submission_hashes
 from ucir.config import ConfigError
 from ucir.grid import base_config, phase0_config
 from ucir.validate import check_config, load_schema
@@ -18,14 +15,8 @@ except ConfigError as e:
 
 # One entry per base model: (dataset, base, seed) -> the settings it depends on.
 BASES = {(r.dataset, r.base, r.seed): base_config(r.settings).to_dict() for r in RUNS.values()}
-# Code hashes are computed once, by the Snakemake process the user started, and handed to the Snakemake that a
-# cluster job starts inside itself (the environment travels with the job): an edit made while a grid runs must
-# not make a job think an earlier phase is out of date and redo it.
-if "UCIR_CODE_HASHES" in os.environ:
-    CODE = json.loads(os.environ["UCIR_CODE_HASHES"])
-else:
-    CODE = {stage: stage_hash(stage) for stage in ("train", "select_exemplars", "evaluate", "report")}
-    os.environ["UCIR_CODE_HASHES"] = json.dumps(CODE)
+# The package code each stage runs, hashed once per submission (ucir/codehash.py; README: What reruns when).
+CODE = submission_hashes()
 RUN_DIR = "results/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
 LOG_DIR = "logs/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
 BENCH_DIR = "benchmarks/{dataset}/{method}/{variant}/p{phases}/seed{seed}"
