@@ -63,8 +63,7 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data,
            "cnn": split_accuracy(cnn, targets, num_old),
            "cnn_groups": group_accuracy(cnn, targets, cfg, phase),
            "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
-    stored = torch.unique(memory["label"]) if len(memory["label"]) else torch.zeros(0, dtype=torch.long)
-    if len(stored) == num_seen:
+    if len(torch.unique(memory["label"])) == num_seen:                  # NME needs exemplars of every class
         mi, ml = memory["index"], memory["label"]
         ef = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp)
         ff = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp, flip=True) \

@@ -82,14 +82,15 @@ def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data
     rankings = {}
     if m > 0:
         g = seed_everything(cfg.seed, phase, stage=2)
-        net = load_model(ckpt, cfg, phase, device)
+        idx = data.train_indices(lo, hi)                                   # every new class, one pass
+        labels = data.train.targets[idx]
+        if cfg.selection == "herding":
+            feats = extract(load_model(ckpt, cfg, phase, device), data.train_dev, idx, cfg.eval_batch_size,
+                            device, cfg.amp)
         for c in range(lo, hi):
-            idx = data.train_indices(c, c + 1)
-            if cfg.selection == "herding":
-                feats = extract(net, data.train_dev, idx, cfg.eval_batch_size, device, cfg.amp)
-                rankings[c] = idx[herding(feats, m)]
-            else:
-                rankings[c] = idx[random_ranking(len(idx), m, g)]
+            mine = labels == c
+            ranking = herding(feats[mine], m) if cfg.selection == "herding" else random_ranking(int(mine.sum()), m, g)
+            rankings[c] = idx[mine][ranking]
     memory = shrink(add_classes(memory, rankings), m)
     log(f"phase {phase}: {m} exemplars per class for {hi} classes, {len(memory['index'])} in memory")
     return memory
