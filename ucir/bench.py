@@ -8,7 +8,9 @@ The naive loop feeds the model the way the official code does: a map-style Datas
 per-sample PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader with
 2 workers, fp32, NCHW, teacher under no_grad. ucir's loop (ucir.train.fit) keeps the data on the device as uint8
 and crops/flips/normalises whole batches there, runs the network channels_last (CPU and CUDA), and on CUDA adds bf16
-autocast and cudnn autotuning.
+autocast and cudnn autotuning. Both loops run in this one process, so both get ucir's allocator setting (freed
+memory kept for reuse, ucir.runtime.retain_freed_memory); `--default-malloc` leaves glibc's defaults, to measure
+that setting on its own in a second run.
 Rounds alternate (ucir, naive, ucir, ...); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
 """
 from __future__ import annotations
@@ -86,13 +88,15 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--per-class", type=int, default=20, help="images per class (100 classes)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop (official: 2)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's allocator defaults (ucir's jobs keep freed memory for reuse)")
     ap.add_argument("--phase-epochs", type=int, default=1, help="epochs of the timed incremental phase")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
-    configure(device, deterministic=False)
+    configure(device, deterministic=False, keep_freed_memory=not args.default_malloc)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     spec = spec_for("synthetic")
@@ -119,7 +123,8 @@ def main(argv=None) -> None:
                         num_workers=args.workers, persistent_workers=args.workers > 0)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{torch.get_num_threads()} threads, {n} images/round, batch {args.batch_size}, ResNet-32, "
-          f"LUCIR objective (CE + LF + MR, teacher with 50 classes)")
+          f"LUCIR objective (CE + LF + MR, teacher with 50 classes), "
+          f"{'glibc default allocator' if args.default_malloc else 'freed memory kept for reuse'}")
 
     ucir_teacher = to_device(copy.deepcopy(teacher), cfg, device)   # .to() works in place: keep the naive one NCHW
     speeds = {"ucir": [], "naive": []}
