@@ -141,7 +141,9 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
                 for k, v in terms.items():
                     v = v.detach()
                     sums[k] = sums.get(k, 0) + v * len(y)
-                    bad = first_bad.get(k, torch.full((), -1, device=v.device))
+                    bad = first_bad.get(k)
+                    if bad is None:                                        # once per term and epoch, not per step
+                        bad = torch.full((), -1, device=v.device)
                     first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), b, bad)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
