@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CORES  ?= 2
 SMK    := $(BIN)/snakemake --cores $(CORES) --printshellcmds
 
-.PHONY: setup demo test test-fast lint bench fmnist-data fmnist report dryrun-paper clean
+.PHONY: setup demo test test-fast lint bench plan startup gpu-check fmnist-data fmnist report dryrun-paper clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,27 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m ucir.bench --device auto
+
+## What a configuration costs, in seconds and without data: runs, jobs per rule, Slurm allocations, image passes;
+## device-hours with a throughput: make plan THROUGHPUT=<training images/s>, or make bench | tee bench.txt, then
+## make plan BENCH=bench.txt. README: What a grid costs.
+CONFIG     ?= config.yaml
+THROUGHPUT ?=
+BENCH      ?=
+plan: $(STAMP)
+	$(BIN)/python -m ucir.plan --configfile $(CONFIG) $(if $(THROUGHPUT),--throughput $(THROUGHPUT)) \
+	  $(if $(BENCH),--bench $(BENCH))
+
+## Seconds each rule's job spends before its first training or inference step (docs/benchmarks.md).
+startup: $(STAMP)
+	$(BIN)/python -m ucir.startup
+
+## First run on a new GPU box (<= 10 min on one H100): environment, bench, determinism, a CIFAR-100-shaped
+## 10-phase schedule in fp32 and bf16 with its 160-epoch estimate, the CUDA tests. README: GPUs.
+## CPU dry run: make gpu-check GPU_CHECK="--device cpu --tiny"
+GPU_CHECK ?=
+gpu-check: $(STAMP)
+	$(BIN)/python -m ucir.gpucheck $(GPU_CHECK)
 
 ## Real images on CPU: Debian's Fashion-MNIST package (needs root for apt-get).
 fmnist-data:

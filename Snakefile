@@ -3,14 +3,17 @@
 #   snakemake --cores 2 --configfile configs/demo.yaml      # the CPU demo (default when no config is given: config.yaml)
 #
 # results/
-#   {dataset}/base/{base}/seed{seed}/model.pt                  train_base (shared by every run with that base)
+#   {dataset}/base/{base}/seed{seed}/                          shared by every run with that base model:
+#       model.pt                                               train_base
+#       {memory}/memory.pt                                     select_base_exemplars (after the base phase)
+#       {memory}/metrics.json                                  evaluate_base (metrics_noflip.json: nme_flip false)
 #   {dataset}/{method}/{variant}/p{phases}/seed{seed}/
-#       phase{k}/memory.pt                                     select_exemplars (after phase k, k = 0..P)
 #       phase{k}/model.pt                                      train_phase (k = 1..P)
+#       phase{k}/memory.pt                                     select_exemplars (after phase k)
 #       phase{k}/model_cbf.pt                                  finetune_balanced (variants with cbf)
-#       phase{k}/metrics.json                                  evaluate_phase (k = 0..P)
-#       summary.json, phases.csv                               summarize_run
-#   {dataset}/tables/{phases,summary,paper_comparison}.csv     aggregate
+#       phase{k}/metrics.json                                  evaluate_phase
+#       summary.json, phases.csv                               summarize_run (phase 0 included)
+#   {dataset}/tables/{phases,accuracy_matrix,summary,paper_comparison}.csv   aggregate
 #   {dataset}/figures/*.png|pdf                                plot_*
 # logs/ and benchmarks/ mirror these paths.
 
@@ -18,7 +21,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-if not config:
+# config.yaml unless --configfile names others; --config key=value applies on top of either.
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 

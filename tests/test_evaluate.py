@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ucir.data.augment import hflip
-from ucir.evaluate import (accuracy, average_incremental_accuracy, class_means, confusion_matrix, forgetting,
-                           nme_predict, split_accuracy)
+from ucir.evaluate import (accuracy, average_incremental_accuracy, backward_transfer, class_means, confusion_matrix,
+                           forgetting, nme_predict, nme_scores, split_accuracy, topk_accuracy)
 
 torch.set_num_threads(2)
 
@@ -153,3 +153,68 @@ def test_extract_flip_uses_real_horizontal_flip():
     assert not torch.allclose(got, plain, atol=1e-3)
     torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu"), amp=False), plain,
                                rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- top-5 and backward transfer
+
+def test_topk_accuracy_hand_made():
+    # 7 classes; the true class's rank (1 = highest score): sample 0 rank 1, sample 1 rank 5, sample 2 rank 6
+    scores = torch.tensor([[9.0, 1, 2, 3, 4, 5, 6],
+                           [7.0, 6, 5, 4, 3, 2, 1],
+                           [0.0, 1, 2, 3, 4, 5, 6]])
+    targets = torch.tensor([0, 4, 1])
+    assert topk_accuracy(scores, targets) == pytest.approx(100 * 2 / 3)
+    assert topk_accuracy(scores, targets, k=1) == pytest.approx(100 / 3)
+    # 5 classes or fewer: top-5 would be 100 % by construction, so it is not reported
+    assert topk_accuracy(scores[:, :5], torch.tensor([0, 4, 1])) is None
+
+
+def test_nme_top5_ranks_by_distance():
+    # class means on a circle; a feature at angle 0 is nearest to class 0, then 1 and 7 (45 deg), 2 and 6 (90 deg)
+    ang = torch.arange(8) * math.pi / 4
+    means = torch.stack([ang.cos(), ang.sin()], dim=1)
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    scores = nme_scores(feats, means)
+    assert nme_predict(feats, means).tolist() == [0, 0]
+    # the five nearest are {0, 1, 7, 2, 6}: class 2 is in the top 5, class 4 (180 deg) is not
+    assert topk_accuracy(scores, torch.tensor([2, 4])) == pytest.approx(50.0)
+
+
+def test_backward_transfer_hand_made():
+    acc = [[90.0],
+           [70.0, 80.0],
+           [75.0, 85.0, 60.0],
+           [50.0, 60.0, 65.0, 88.0]]
+    # R_T,i - R_i,i: group 0 50 - 90 = -40; group 1 60 - 80 = -20; group 2 65 - 60 = +5; mean -55/3
+    assert backward_transfer(acc) == pytest.approx(-18.333333333)
+    # forgetting compares with the best earlier accuracy (85 for group 1), BWT with the one right after learning
+    assert forgetting(acc) == pytest.approx(20.0)
+    assert backward_transfer([[70.0], [72.0, 61.0]]) == pytest.approx(2.0)                 # positive transfer
+    assert math.isnan(backward_transfer([[90.0]]))
+
+
+def test_evaluate_phase_reports_top5_only_above_five_classes():
+    from ucir.checkpoint import make_checkpoint
+    from ucir.config import resolve
+    from ucir.data import load_run_data
+    from ucir.evaluate import evaluate_phase
+    from ucir.models import build_model
+    cfg = resolve("lucir", dict(dataset="syn", source="synthetic", num_classes=8, base_classes=4, phases=1,
+                                seed=1993, train_per_class=6, test_per_class=5, backbone="resnet8", per_class=2))
+    cpu = torch.device("cpu")
+    data = load_run_data(cfg, cpu, workers=1)
+    idx = data.train_indices(0, 8)
+    memory = {"index": idx, "label": data.train.targets[idx]}
+    torch.manual_seed(0)
+    out = {}
+    for phase in (0, 1):
+        n = cfg.classes_seen(phase)
+        net = build_model("resnet8", "cosine", n, 3, last_relu=False)
+        ckpt = make_checkpoint(net, cfg, phase, cfg.classes_seen(phase - 1) if phase else 0, {})
+        sel = memory["label"] < n
+        out[phase] = evaluate_phase(cfg, phase, ckpt, {k: v[sel] for k, v in memory.items()}, data, cpu)
+    assert out[0]["cnn_top5"] is None and out[0]["nme_top5"] is None            # 4 classes seen
+    for clf in ("cnn", "nme"):
+        top5 = out[1][f"{clf}_top5"]                                            # 8 classes seen
+        assert top5 is not None and out[1][clf]["all"] <= top5 <= 100.0
+    assert len(out[1]["cnn_groups"]) == 2

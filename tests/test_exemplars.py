@@ -1,6 +1,8 @@
 """Herding selection (iCaRL) on L2-normalised features, and the exemplar memory's budgets (Sec. 4.1)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,86 @@ def test_herding_running_mean_approaches_class_mean():
     assert err[1] < np.linalg.norm(fn[:5].mean(axis=0) - mu)        # beats taking the first five
 
 
+# ------------------------------------------------------------------------------------------------ official loop
+
+def _official_reference(f: np.ndarray, m: int, max_steps: int = 1000) -> tuple[list[int], list[int]]:
+    """The official code's herding, coded from its description: samples are the columns of D (normalised), a
+    rank array alpha starts at 0, w starts at the mean; every step takes argmax_i <w, D_i> over all columns,
+    gives it rank 1 + (ranks given so far) if it has none, and sets w <- w + mu - D_i; it stops when min(m, N)
+    columns have a rank or after max_steps steps. The kept exemplars are the columns with 0 < alpha < m + 1.
+    Returns (kept columns in rank order, every step's pick)."""
+    D = f.astype(np.float64).T
+    D = D / np.linalg.norm(D, axis=0)
+    mu = D.mean(axis=1)
+    alpha = np.zeros(D.shape[1])
+    w, given, steps = mu.copy(), 0, []
+    while np.count_nonzero(alpha) != min(m, D.shape[1]) and len(steps) < max_steps:
+        i = int(np.argmax(w @ D))
+        steps.append(i)
+        if alpha[i] == 0:
+            given += 1
+            alpha[i] = given
+        w = w + mu - D[:, i]
+    kept = np.flatnonzero((alpha > 0) & (alpha < m + 1))
+    return [int(i) for i in kept[np.argsort(alpha[kept])]], steps
+
+
+def _circle(degrees: list[float]) -> torch.Tensor:
+    return torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in degrees],
+                        dtype=torch.float64)
+
+
+def test_herding_official_re_picks_and_ranks_differently():
+    """Four unit vectors at -60, -5, 30 and 60 degrees (their mean points at about 8 degrees). Both loops pick
+    -5, then 30. At the third step the official target w = 3 mu - f(-5) - f(30) still points closest to -5: it
+    re-picks it, subtracts it a second time, then ranks 60 before -60. ucir's herding never looks at a ranked
+    sample again and takes -60 third. Every decision wins by a margin of at least 0.03, far above rounding."""
+    f = _circle([-60, -5, 30, 60])
+    kept, steps = _official_reference(f.numpy(), 4)
+    assert steps == [1, 2, 1, 3, 0]                                 # the re-pick of sample 1 at step 3
+    assert E.herding_official(f, 4).tolist() == kept == [1, 2, 3, 0]
+    assert E.herding(f, 4).tolist() == [1, 2, 0, 3]
+    assert E.herding_official(f, 2).tolist() == E.herding(f, 2).tolist() == [1, 2]   # equal before the re-pick
+    assert E.herding_official(f, 3).tolist() == [1, 2, 3]          # and a 3-exemplar memory keeps another set
+
+
+@pytest.mark.parametrize("seed,n,d,m", [(20, 500, 64, 20), (21, 200, 16, 50), (22, 60, 8, 60), (23, 30, 4, 10)])
+def test_herding_official_matches_the_reference_loop(seed, n, d, m):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(n, d, generator=g).relu() + 0.01               # non-negative, as features after a ReLU
+    kept, steps = _official_reference(f.numpy(), m)                 # seeds 21-23 re-pick
+    got = E.herding_official(f, m)
+    assert got.tolist() == kept
+    assert got.dtype == torch.long and len(set(kept)) == len(kept) == min(m, n)
+    assert E.herding_official(f * 3.7, m).tolist() == kept         # scale-free: it works on the unit sphere
+
+
+def test_herding_official_loops_differ_on_random_features():
+    """Over random classes the official loop re-picks in some and keeps another exemplar set in some (the loops
+    agree exactly whenever it never re-picks)."""
+    g = torch.Generator().manual_seed(30)
+    re_picked = different = 0
+    for _ in range(20):
+        f = torch.randn(500, 64, generator=g).relu() + 0.01
+        kept, steps = _official_reference(f.numpy(), 20)
+        ours = E.herding(f, 20).tolist()
+        re_picked += len(steps) > len(kept)
+        different += kept != ours
+        assert (len(steps) > len(kept)) or kept == ours
+    assert re_picked >= 1 and different >= 1
+
+
+def test_herding_official_stops_after_max_steps():
+    """Two identical samples tie and the first always wins (np.argmax's rule), so the twin is never ranked: the
+    official loop runs its 1000 steps and returns fewer than m exemplars; ucir's herding ranks all three."""
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    kept, steps = _official_reference(f.numpy(), 3)
+    assert len(steps) == 1000 and kept == [0, 2]
+    assert E.herding_official(f, 3).tolist() == [0, 2]
+    assert E.herding(f, 3).tolist() == [0, 2, 1]
+    assert E.herding_official(_circle([-60, -5, 30, 60]), 4, max_steps=3).tolist() == [1, 2]
+
+
 # ------------------------------------------------------------------------------------------------ memory
 
 def _rank(c: int, n: int) -> torch.Tensor:
@@ -101,17 +183,25 @@ def test_add_classes_per_class_counts_and_ranks():
 def test_fixed_total_memory_keeps_first_ranked():
     cfg = resolve("lucir", dict(num_classes=10, base_classes=6, phases=2, total=30, per_class=None))
     m0, m1, m2 = (cfg.memory_per_class(cfg.classes_seen(p)) for p in range(3))
-    assert (m0, m1, m2) == (30 // 6, 30 // 8, 30 // 10) == (5, 3, 3)
+    assert (m0, m1, m2) == (5, 4, 3)                                # ceil(30 / 6), ceil(30 / 8), ceil(30 / 10)
     mem = E.shrink(E.add_classes(E.empty_memory(), {c: _rank(c, m0) for c in range(6)}), m0)
     assert E.counts(mem, 10).tolist() == [5] * 6 + [0] * 4
     mem = E.shrink(E.add_classes(mem, {c: _rank(c, m1) for c in (6, 7)}), m1)
-    assert E.counts(mem, 10).tolist() == [3] * 8 + [0] * 2
-    assert len(mem["index"]) <= 30
+    assert E.counts(mem, 10).tolist() == [4] * 8 + [0] * 2
+    assert len(mem["index"]) == 32                                  # ceil: slightly over R_total, as the code
     for c in range(8):
         kept = [int(i) for i, lab in zip(mem["index"], mem["label"]) if int(lab) == c]
-        assert kept == _rank(c, 5 if c < 6 else 3).tolist()[:3]      # the first-ranked survive, in order
+        assert kept == _rank(c, 5 if c < 6 else 4).tolist()[:4]      # the first-ranked survive, in order
     mem = E.shrink(mem, 1)
-    assert mem["index"].tolist() == [int(_rank(c, 5)[0]) for c in range(6)] + [int(_rank(c, 3)[0]) for c in (6, 7)]
+    assert mem["index"].tolist() == [int(_rank(c, 5)[0]) for c in range(6)] + [int(_rank(c, 4)[0]) for c in (6, 7)]
+
+
+def test_fixed_total_rounds_up_as_the_official_fix_budget():
+    """--fix_budget keeps ceil(R_total / classes seen) per class: CIFAR-100 B50, 5 phases, R_total = 2000."""
+    cfg = resolve("lucir", dict(num_classes=100, base_classes=50, phases=5, total=2000, per_class=None))
+    per_class = [cfg.memory_per_class(cfg.classes_seen(p)) for p in range(6)]
+    assert per_class == [math.ceil(2000 / seen) for seen in (50, 60, 70, 80, 90, 100)] == [40, 34, 29, 25, 23, 20]
+    assert [m * cfg.classes_seen(p) for p, m in enumerate(per_class)] == [2000, 2040, 2030, 2000, 2070, 2000]
 
 
 def test_per_class_budget_constant():

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests/configs/interrupt.yaml"
 RUN = "results/synthetic/lucir/default/p2/seed1993"
+BASE = "results/synthetic/base/cosine-resnet8/seed1993"       # phase 0: base model, shared selection and evaluation
 TARGET = f"{RUN}/summary.json"
 
 pytestmark = pytest.mark.workflow
@@ -64,9 +65,14 @@ def interrupt(workdir: Path, phase: int, sig: int) -> str:
     return out
 
 
+def phase_dir(workdir: Path, phase: int) -> Path:
+    return workdir / (BASE if phase == 0 else f"{RUN}/phase{phase}")
+
+
 def digests(workdir: Path, phase: int) -> dict[str, str]:
-    d = workdir / RUN / f"phase{phase}"
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+    d = phase_dir(workdir, phase)
+    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def unchanged(workdir: Path, phase: int, before: dict[str, str]) -> bool:
@@ -79,7 +85,8 @@ def metrics(workdir: Path) -> list[dict]:
     import json
     out = []
     for k in range(3):
-        m = json.loads((workdir / RUN / f"phase{k}/metrics.json").read_text())
+        path = phase_dir(workdir, k) / ("herding4/metrics.json" if k == 0 else "metrics.json")
+        m = json.loads(path.read_text())
         m.pop("provenance")
         out.append(m)
     return out

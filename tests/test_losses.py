@@ -60,11 +60,33 @@ def test_lwf_distillation_minimum_is_entropy_when_matching():
 
 # ------------------------------------------------------------------------------------------------ Eq. 5
 
-def test_cosine_score_distillation_loops():
-    g = torch.Generator().manual_seed(2)
-    n, c_old = 6, 4
+def _score_pair(seed: int, n: int = 6, c_old: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
     cos_old = torch.rand(n, c_old, generator=g, dtype=torch.float64) * 2 - 1
     old_cos = torch.rand(n, c_old, generator=g, dtype=torch.float64) * 2 - 1
+    return cos_old, old_cos
+
+
+def test_cosine_score_distillation_official_is_the_codes_mse_times_num_old():
+    """The official code: MSELoss (a mean over the N x C_old elements) times num_old_classes, i.e. the squared
+    difference summed over the old classes and averaged over the batch."""
+    cos_old, old_cos = _score_pair(2)
+    n, c_old = cos_old.shape
+    per_sample = []
+    for x in range(n):
+        per_sample.append(sum((float(cos_old[x, i]) - float(old_cos[x, i])) ** 2 for i in range(c_old)))
+    expected = sum(per_sample) / n
+    mse_times_num_old = sum(per_sample) / (n * c_old) * c_old
+    got = L.cosine_score_distillation(cos_old, old_cos, "official")
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+    assert float(got) == pytest.approx(mse_times_num_old, rel=1e-12)
+    assert float(L.cosine_score_distillation(cos_old, old_cos)) == float(got)          # default = official
+    assert float(L.cosine_score_distillation(cos_old, cos_old.clone(), "official")) == 0.0
+
+
+def test_cosine_score_distillation_l1_is_eq5_as_printed():
+    cos_old, old_cos = _score_pair(3)
+    n, c_old = cos_old.shape
     total = 0.0
     for x in range(n):
         s = 0.0
@@ -72,10 +94,27 @@ def test_cosine_score_distillation_loops():
             s += abs(float(cos_old[x, i]) - float(old_cos[x, i]))
         total += s
     expected = total / n
-    got = L.cosine_score_distillation(cos_old, old_cos)
+    got = L.cosine_score_distillation(cos_old, old_cos, "l1")
     assert float(got) == pytest.approx(expected, rel=1e-12)
     assert float(got) > 0                                   # a loss to minimise: no leading minus sign
-    assert float(L.cosine_score_distillation(cos_old, cos_old.clone())) == 0.0
+    assert float(L.cosine_score_distillation(cos_old, cos_old.clone(), "l1")) == 0.0
+
+
+def test_cosine_score_distillation_forms_differ_in_gradient_scale():
+    """Near agreement (|difference| = 0.05 everywhere) the squared form's gradient is 2 * 0.05 per score, the L1
+    form's 1: a factor 10 before the weights (1 against the adaptive lambda)."""
+    old_cos = _score_pair(4)[1]
+    n = old_cos.shape[0]
+    for form, per_score in (("official", 2 * 0.05 / n), ("l1", 1.0 / n)):
+        cos_old = (old_cos + 0.05).requires_grad_(True)
+        L.cosine_score_distillation(cos_old, old_cos, form).backward()
+        torch.testing.assert_close(cos_old.grad, torch.full_like(old_cos, per_score), rtol=1e-12, atol=0)
+
+
+def test_cosine_score_distillation_bad_form():
+    cos_old, old_cos = _score_pair(5)
+    with pytest.raises(ValueError):
+        L.cosine_score_distillation(cos_old, old_cos, "l2")
 
 
 # ------------------------------------------------------------------------------------------------ Eq. 6

@@ -117,7 +117,7 @@ def test_merge_then_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         before = net(x)
     full_before = net.head.full_weight().detach().clone()
-    ck = make_checkpoint(net, cfg, 1, num_old=6)
+    ck = make_checkpoint(net, cfg, 1, num_old=6, config={})
     assert net.head.num_frozen == 0 and net.head.weight.shape == (8, 64)
     assert torch.equal(net.head.weight.detach(), full_before)
     with torch.no_grad():
@@ -136,7 +136,7 @@ def test_checkpoint_refuses_other_configuration():
     torch.manual_seed(5)
     cfg = resolve("lucir", dict(num_classes=10, base_classes=6, phases=2, backbone="resnet8"))
     net = build_model("resnet8", "cosine", 8, 3, last_relu=False)
-    ck = make_checkpoint(net, cfg, 1, num_old=6)
+    ck = make_checkpoint(net, cfg, 1, num_old=6, config={})
     model_from_checkpoint(ck, cfg)                                   # the right configuration loads
     others = [
         dict(num_classes=10, base_classes=6, phases=2, backbone="resnet14"),       # other backbone

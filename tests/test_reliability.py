@@ -153,7 +153,7 @@ def test_checkpoints_refuse_other_configurations_and_unsafe_pickles(tmp_path):
     cfg, _, _ = _setup()
     net = build_model("resnet8", "cosine", 2, 3, False)
     path = tmp_path / "model.pt"
-    save_torch(make_checkpoint(net, cfg, 0, 0), path)
+    save_torch(make_checkpoint(net, cfg, 0, 0, config={}), path)
     model_from_checkpoint(load_torch(path), cfg, 0)                         # loads
     other = resolve("lucir", dict(cfg.to_dict(), backbone="resnet14"))
     with pytest.raises(CheckpointError, match="backbone"):

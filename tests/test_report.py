@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 from matplotlib.collections import PathCollection
+from matplotlib.container import ErrorbarContainer
 import pandas as pd
 import pytest
 
@@ -18,13 +19,14 @@ PAPER_CFG = {"source": "cifar100", "num_classes": 100, "base_classes": 50, "per_
 
 
 # ---- tables ---------------------------------------------------------------------------------------------------
-def _metrics(cnn_all, groups, nme_all=None, cfg=None):
+def _metrics(cnn_all, groups, nme_all=None, cfg=None, top5=None):
     """Per-phase metrics dicts with the fields the tables read (3 classes per phase after 4 base classes)."""
     out = []
     for k, (acc, g) in enumerate(zip(cnn_all, groups)):
         nme = None if nme_all is None or nme_all[k] is None else {"all": nme_all[k], "old": None, "new": None}
         out.append({"phase": k, "classes_seen": 4 + 3 * k, "cnn": {"all": acc, "old": None, "new": acc},
                     "cnn_groups": g, "nme": nme, "nme_groups": g if nme else None,
+                    "cnn_top5": top5[k] if top5 else None, "nme_top5": top5[k] if top5 and nme else None,
                     "config": cfg or {"source": "synthetic"}, "provenance": {}})
     return out
 
@@ -34,7 +36,7 @@ def _identity(method="lucir", variant="default", phases=2, seed=1, dataset="d"):
 
 
 def test_run_summary_average_final_forgetting():
-    s = run_summary(_metrics([80, 60, 50], [[80], [70, 50], [60, 40, 50]], nme_all=[70, None, 40]), _identity())
+    s = run_summary(_metrics([80, 60, 50], [[80], [70, 50], [60, 40, 50]], nme_all=[70, None, 40]), _identity(), {"source": "synthetic"})
     assert s["avg_inc_cnn"] == pytest.approx((80 + 60 + 50) / 3)
     assert s["final_cnn"] == 50
     # group 0: best 80 -> 60 (20); group 1: best 50 -> 40 (10); the last group is not counted
@@ -44,9 +46,69 @@ def test_run_summary_average_final_forgetting():
     assert math.isnan(s["rows"][1]["nme_all"])
 
 
+def test_run_summary_bwt_top5_and_accuracy_matrix():
+    groups = [[80], [85, 50], [60, 40, 50]]
+    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, 60, 50], top5=[None, 90, 85]), _identity(), {"source": "synthetic"})
+    # forgetting: group 0 best 85 -> 60 (25), group 1 best 50 -> 40 (10): 17.5
+    # BWT: group 0 60 - 80 (right after the base phase) = -20, group 1 40 - 50 = -10: -15
+    assert s["forgetting_cnn"] == pytest.approx(17.5) and s["bwt_cnn"] == pytest.approx(-15)
+    assert s["bwt_nme"] == pytest.approx(-15)
+    # top-5 averaged over the phases with more than 5 classes (phase 0 has 4): (90 + 85) / 2
+    assert s["avg_inc_top5_cnn"] == pytest.approx(87.5) and s["avg_inc_top5_nme"] == pytest.approx(87.5)
+    assert [r["cnn_top5"] for r in s["rows"]][1:] == [90, 85] and math.isnan(s["rows"][0]["cnn_top5"])
+    # the matrix, long form: one row per phase x group x classifier
+    m = pd.DataFrame(s["matrix"])
+    assert list(m.columns) == ["dataset", "method", "variant", "phases", "seed", "phase", "group", "classifier",
+                               "accuracy"]
+    assert len(m) == 2 * (1 + 2 + 3)
+    cnn = m[m.classifier == "cnn"]
+    assert [(r.phase, r.group, r.accuracy) for r in cnn.itertuples()] == [
+        (0, 0, 80), (1, 0, 85), (1, 1, 50), (2, 0, 60), (2, 1, 40), (2, 2, 50)]
+    # without NME in some phase: no NME BWT / top-5
+    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, None, 50], top5=[None, 90, 85]), _identity(), {"source": "synthetic"})
+    assert math.isnan(s["bwt_nme"]) and math.isnan(s["avg_inc_top5_nme"]) and s["bwt_cnn"] == pytest.approx(-15)
+
+
+def test_csvs_round_percentages_json_keeps_full_precision(tmp_path):
+    from ucir.report.tables import write_run_outputs
+    s = run_summary(_metrics([57.499998807907104, 60.12345], [[57.499998807907104], [61.0, 59.24]]), _identity(), {"source": "synthetic"})
+    write_run_outputs(s, str(tmp_path / "summary.json"), str(tmp_path / "phases.csv"))
+    text = (tmp_path / "phases.csv").read_text()
+    assert ",57.5," in text and ",60.12," in text and "57.4999" not in text and "60.123" not in text
+    assert json.loads((tmp_path / "summary.json").read_text())["rows"][0]["cnn_all"] == 57.499998807907104
+
+
+def test_aggregate_tables_round_in_csv(tmp_path):
+    from ucir.report.tables import accuracy_matrix, write_csv
+    summaries = [_summary(1, [57.499998807907104, 40.0, 30.0]), _summary(2, [57.5, 40.0, 30.0])]
+    phases, summary, comparison = aggregate(summaries)
+    for name, df in (("phases", phases), ("summary", summary), ("comparison", comparison),
+                     ("matrix", accuracy_matrix(summaries))):
+        write_csv(df, str(tmp_path / f"{name}.csv"))
+        text = (tmp_path / f"{name}.csv").read_text()
+        assert "57.4999" not in text and "0000000" not in text, name
+    back = pd.read_csv(tmp_path / "summary.csv")
+    assert back.avg_inc_cnn_mean[0] == pytest.approx(42.5) and back.avg_inc_cnn_std[0] == 0.0
+    assert "57.5" in (tmp_path / "matrix.csv").read_text()
+
+
+def test_accuracy_matrix_tables():
+    from ucir.report.tables import accuracy_matrix, accuracy_matrix_wide
+    summaries = [_summary(1, [80, 60, 40]), _summary(1, [50, 30], method="icarl", phases=1)]
+    long = accuracy_matrix(summaries)
+    assert len(long) == 2 * 6 + 2 * 3                                       # lucir 3 phases, icarl 2, CNN and NME
+    wide = accuracy_matrix_wide(long)
+    row = wide[(wide.method == "lucir") & (wide.classifier == "cnn") & (wide.phase == 2)].iloc[0]
+    assert (row["group 0"], row["group 1"], row["group 2"]) == (40, 40, 40)
+    first = wide[(wide.method == "icarl") & (wide.phase == 0)].iloc[0]
+    assert first["group 0"] == 50 and math.isnan(first["group 1"])           # group 1 not learned yet
+    assert len(wide) == 2 * 3 + 2 * 2
+
+
 def _summary(seed, accs, method="lucir", variant="default", phases=2, cfg=None):
     groups = [[a] * (k + 1) for k, a in enumerate(accs)]
-    return run_summary(_metrics(accs, groups, nme_all=accs, cfg=cfg), _identity(method, variant, phases, seed))
+    return run_summary(_metrics(accs, groups, nme_all=accs), _identity(method, variant, phases, seed),
+                       cfg or {"source": "synthetic"})
 
 
 def test_aggregate_mean_and_std_over_seeds():
@@ -55,7 +117,7 @@ def test_aggregate_mean_and_std_over_seeds():
     phases, summary, _ = aggregate(summaries)
     assert len(phases) == 9 and list(phases.columns) == [
         "dataset", "method", "variant", "phases", "seed", "phase", "classes_seen",
-        "cnn_all", "cnn_old", "cnn_new", "nme_all", "nme_old", "nme_new"]
+        "cnn_all", "cnn_old", "cnn_new", "cnn_top5", "nme_all", "nme_old", "nme_new", "nme_top5"]
     row = summary[summary.method == "lucir"].iloc[0]
     a, b = 60.0, 70.0                                                           # the two seeds' averages
     assert row.seeds == 2
@@ -81,13 +143,16 @@ def test_paper_comparison_uses_paper_protocol_runs_only():
     assert len(t) == len(PAPER)
     assert list(t.paper) == [63.42, 60.18, 63.12, 60.12, 57.17, 52.57]
     cnn5 = t[(t.method == "Ours-CNN") & (t.phases == 5)].iloc[0]
-    assert (cnn5.ours_mean, cnn5.seeds, cnn5.difference) == (61.0, 2, round(61.0 - 63.42, 2))
-    assert cnn5.ours_std == pytest.approx(round(math.sqrt(2), 2))
+    assert (cnn5.ours_mean, cnn5.seeds) == (61.0, 2) and cnn5.difference == pytest.approx(61.0 - 63.42)
+    assert cnn5.ours_std == pytest.approx(math.sqrt(2))
+    # both sides name their runs: the paper's three runs (Fig. 5 caption), ours the seeds (class orders) averaged
+    assert cnn5.ours_class_orders == "1, 2" and cnn5.paper_runs == 3
+    assert "Fig. 5" in cnn5.paper_class_orders and "1993" in cnn5.paper_class_orders
     nme5 = t[(t.method == "Ours-NME") & (t.phases == 5)].iloc[0]
     assert nme5.difference == pytest.approx(60.0 - 63.12)
     missing = t[t.method == "iCaRL-NME"]
     assert missing.ours_mean.isna().all() and (missing.seeds == 0).all()
-    assert missing.setting.str.startswith("no ").all()
+    assert missing.setting.str.startswith("no ").all() and (missing.ours_class_orders == "").all()
 
 
 def test_aggregate_marks_paper_protocol_from_config():
@@ -121,7 +186,7 @@ def test_experiment_helpers():
     exps = {"a": {"plot": "memory", "runs": [["icarl", "default", 2, 1]], "grid": {"icarl/default": {"per_class": 20}}},
             "b": {"plot": "memory", "runs": [["icarl", "default", 2, 1], ["icarl", "default_per_class5", 2, 1]],
                   "grid": {"icarl/default_per_class5": {"per_class": 5}}},
-            "c": {"plot": "curves", "runs": [["lucir", "default", 2, 1]], "grid": {}}}
+            "c": {"plot": "accuracy", "runs": [["lucir", "default", 2, 1]], "grid": {}}}
     assert runs_of_kind(exps, "memory") == [["icarl", "default", 2, 1], ["icarl", "default_per_class5", 2, 1]]
     keys, values = grid_values(exps, "memory")
     assert keys == ["per_class"]
@@ -151,28 +216,73 @@ def test_accuracy_curves_means_and_legend(tmp_path):
             ("lucir", "default", 2, 2): ([90, 80, 70], [88, 78, 68]),
             ("icarl", "default", 2, 1): ([80, 50, 40], [70, nan, nan]),            # NME incomplete: no curve
             ("joint", "default", 2, 1): [99, 99, 99]}
-    exps = {"main": {"plot": "curves", "runs": [list(k) for k in spec if k[0] != "joint"]},
+    exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec if k[0] != "joint"]},
             "other": {"plot": "none", "runs": [["joint", "default", 2, 1]]}}
-    fig = plots.accuracy_curves(_phases(spec), exps, *_out(tmp_path, "acc"))
+    fig = plots.plot_accuracy(_phases(spec), exps, *_out(tmp_path, "acc"))
     _written(*_out(tmp_path, "acc"))
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"Ours-CNN (75.00)", "Ours-NME (73.00)", "iCaRL-CNN (56.67)"}   # joint: not a curves run
-    np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_ydata(), [85, 75, 65])
-    np.testing.assert_allclose(lines["Ours-CNN (75.00)"].get_xdata(), [4, 6, 8])
-    assert ax.get_title() == "2 phases"
+    ours = "Ours-CNN: 75.00% (n=2)"
+    assert set(lines) == {ours, "Ours-NME: 73.00% (n=2)", "iCaRL-CNN: 56.67% (n=1)"}   # joint: not a curves run
+    # the legend says what its numbers are
+    assert ax.get_legend().get_title().get_text() == "average incremental accuracy (n = class orders averaged)"
+    np.testing.assert_allclose(lines[ours].get_ydata(), [85, 75, 65])
+    np.testing.assert_allclose(lines[ours].get_xdata(), [4, 6, 8])
+    assert ax.get_title() == "2 phases"                                         # Ours-CNN above iCaRL: no note
 
 
 def test_components_bars_heights(tmp_path):
     spec = {("lucir", v, 2, s): [a + s] * 3 for v, a in (("cbf", 64), ("cn", 50), ("default", 62), ("cn_lc", 58))
             for s in (0, 2)}
     exps = {"components": {"plot": "components", "runs": [list(k) for k in spec]}}
-    fig = plots.components_bars(_phases(spec), exps, *_out(tmp_path, "comp"))
+    fig = plots.plot_components(_phases(spec), exps, *_out(tmp_path, "comp"))
     _written(*_out(tmp_path, "comp"))
     ax = fig.axes[0]
     heights = [p.get_height() for p in ax.patches]
     assert heights == pytest.approx([51, 59, 63, 65])                           # CN, CN+LC, CN+LC+IS, +CBF
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CN", "CN+LC", "CN+LC+IS", "CN+LC+IS+CBF"]
+    # from 0, with the spread over the two seeds as error bars, and the title says how many runs a bar is
+    assert ax.get_ylim()[0] == 0
+    errs = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    spans = [seg[1][1] - seg[0][1] for c in errs for seg in c.lines[2][0].get_segments()]
+    assert spans == pytest.approx([2 * math.sqrt(2)] * 4)                      # ±1 sd of (a, a + 2)
+    assert "each bar: mean over 2 class orders (seeds), error bar ±1 sd" in ax.get_title()
+    assert "not every component" not in ax.get_title()                         # each component adds: no note
+
+
+def test_bar_charts_say_when_the_papers_effect_is_absent(tmp_path):
+    # CN+LC below CN; one seed per bar
+    spec = {("lucir", v, 2, 1): [a] * 3 for v, a in (("cn", 60), ("cn_lc", 50), ("default", 70))}
+    exps = {"components": {"plot": "components", "runs": [list(k) for k in spec]}}
+    title = plots.plot_components(_phases(spec), exps, *_out(tmp_path, "comp")).axes[0].get_title()
+    assert "each bar: 1 class order (seed), so no error bar" in title
+    assert "not every component adds accuracy here" in title and "CN+LC 50.0 ≤ CN 60.0" in title.replace("\n", " ")
+    assert "CN+LC+IS 70.0" not in title                                         # that step does add accuracy
+    # fixed lambda above the adaptive one; seeds 1 and 2 for the adaptive bar, 1 for the fixed: n at each bar
+    spec = {("lucir", "default", 2, 1): [50] * 3, ("lucir", "default", 2, 2): [52] * 3,
+            ("lucir", "default_lambda_rulefixed", 2, 1): [55] * 3}
+    grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
+    exps = {"adaptive_weight": {"plot": "adaptive_weight", "runs": [list(k) for k in spec], "grid": grid}}
+    ax = plots.plot_adaptive_weight(_phases(spec), exps, *_out(tmp_path, "lam")).axes[0]
+    title = ax.get_title().replace("\n", " ")
+    assert "adaptive 51.0 ≤ fixed 55.0" in title and "n = 1-2 class orders" in title
+    assert sorted(t.get_text() for t in ax.texts if t.get_text().startswith("n=")) == ["n=1", "n=2"]
+    assert ax.get_ylim()[0] == 0
+
+
+def test_curves_and_memory_say_when_the_papers_effect_is_absent(tmp_path):
+    spec = {("lucir", "default", 2, 1): ([50, 40, 30], [55, 45, 35]), ("icarl", "default", 2, 1): ([60] * 3, [35] * 3)}
+    exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec]}}
+    title = plots.plot_accuracy(_phases(spec), exps, *_out(tmp_path, "acc")).axes[0].get_title()
+    assert "unlike the paper's Fig.\u00a05" in title and "iCaRL-CNN's 60.00%" in title
+    assert "iCaRL-NME" not in title                                            # Ours-CNN 40 > iCaRL-NME 35
+    spec = {("lucir", "default", 2, 1): ([60] * 3, [59] * 3), ("lucir", "default_per_class5", 2, 1): ([50] * 3,
+                                                                                                         [62] * 3)}
+    grid = {f"lucir/{v}": {"per_class": 5 if v.endswith("5") else 20} for _, v, _, _ in spec}
+    exps = {"memory": {"plot": "memory", "runs": [list(k) for k in spec], "grid": grid}}
+    title = plots.plot_memory(_phases(spec), exps, *_out(tmp_path, "mem"))._suptitle.get_text()
+    assert "falls as the memory grows for Ours-NME (2 phases)" in title.replace("\n", " ")
+    assert "Ours-CNN (2" not in title
 
 
 def test_memory_curves_against_per_class(tmp_path):
@@ -182,7 +292,7 @@ def test_memory_curves_against_per_class(tmp_path):
                                                                                                          [35] * 3)}
     grid = {f"{m}/{v}": {"per_class": 5 if v.endswith("5") else 20} for m, v, _, _ in spec}
     exps = {"memory": {"plot": "memory", "runs": [list(k) for k in spec], "grid": grid}}
-    fig = plots.memory_curves(_phases(spec), exps, *_out(tmp_path, "mem"))
+    fig = plots.plot_memory(_phases(spec), exps, *_out(tmp_path, "mem"))
     _written(*_out(tmp_path, "mem"))
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}       # one errorbar per curve
     assert set(lines) == {"Ours-CNN", "Ours-NME", "iCaRL-CNN", "iCaRL-NME"}
@@ -195,8 +305,8 @@ def test_lambda_bars(tmp_path):
     spec = {("lucir", "default", p, 1): [60 + p] * (p + 1) for p in (1, 2)}
     spec.update({("lucir", "default_lambda_rulefixed", p, 1): [55 + p] * (p + 1) for p in (1, 2)})
     grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
-    exps = {"adaptive_weight": {"plot": "lambda", "runs": [list(k) for k in spec], "grid": grid}}
-    fig = plots.lambda_bars(_phases(spec), exps, *_out(tmp_path, "lam"))
+    exps = {"adaptive_weight": {"plot": "adaptive_weight", "runs": [list(k) for k in spec], "grid": grid}}
+    fig = plots.plot_adaptive_weight(_phases(spec), exps, *_out(tmp_path, "lam"))
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([61, 62, 56, 57])   # adaptive (1, 2), fixed (1, 2)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1 phase", "2 phases"]
@@ -210,34 +320,64 @@ def _head_metrics(method, norms, bias, num_old, sigma=None):
 def test_weight_norms_panels(tmp_path):
     linear = _head_metrics("icarl", [1.0, 1.1, 2.0, 2.2], [0.1, 0.0, 0.5, 0.6], num_old=2)
     cosine = _head_metrics("lucir", [0.9, 0.95, 0.92, 0.93], None, num_old=2, sigma=3.0)
-    fig = plots.weight_norms(linear, cosine, *_out(tmp_path, "norms"))
+    fig = plots.plot_weight_norms(linear, cosine, *_out(tmp_path, "norms"))
     _written(*_out(tmp_path, "norms"))
     assert len(fig.axes) == 3
     old, new = [c for c in fig.axes[1].collections if isinstance(c, PathCollection)]  # the linear head's biases
     np.testing.assert_allclose(old.get_offsets(), [[0, 0.1], [1, 0.0]])
     np.testing.assert_allclose(new.get_offsets(), [[2, 0.5], [3, 0.6]])
-    assert "σ = 3.00" in fig.axes[2].get_title()
+    assert "η = 3.00" in fig.axes[2].get_title()                               # the paper's symbol only
+    assert not any("σ" in t for t in _texts(fig))
+    assert not any("absent" in ax.get_title() for ax in fig.axes)               # new rows larger: the paper's effect
     # the cosine panel shows what enters the logits, eta * ||normalised row|| = sigma for every class ...
     offsets = np.concatenate([c.get_offsets() for c in fig.axes[2].collections if isinstance(c, PathCollection)])
     np.testing.assert_allclose(offsets[:, 1], [3.0] * 4)
     # ... and names the stored norms it normalises away
     assert "stored ‖θ‖ old 0.93, new 0.93" in fig.axes[2].get_title()
-    only_cosine = plots.weight_norms(None, cosine, *_out(tmp_path, "norms1"))
+    only_cosine = plots.plot_weight_norms(None, cosine, *_out(tmp_path, "norms1"))
     assert len(only_cosine.axes) == 1
+
+
+def test_weight_norms_say_when_the_papers_imbalance_is_absent(tmp_path):
+    # new rows shorter than old (mean 1.0 < 2.0), new biases larger (0.5 > 0.0)
+    linear = _head_metrics("icarl", [2.0, 2.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], num_old=2)
+    fig = plots.plot_weight_norms(linear, None, *_out(tmp_path, "norms"))
+    norms, bias = (ax.get_title().replace("\n", " ") for ax in fig.axes)
+    assert "new-class weight norms not larger than old (mean 1 ≤ 2)" in norms
+    assert "the imbalance of the paper's Fig.\u00a03 is absent here" in norms
+    assert "absent" not in bias
+
+
+def test_confusion_says_when_icarl_cnn_is_not_the_most_new_biased(tmp_path):
+    def m(method, conf_cnn, conf_nme):
+        return {"run": _identity(method, phases=1), "config": {"base_classes": 1}, "num_old": 1,
+                "classes_seen": 2, "cnn": {"all": 50.0}, "confusion_cnn": conf_cnn, "nme": {"all": 50.0},
+                "confusion_nme": conf_nme}
+    biased, even = [[1, 9], [0, 10]], [[8, 2], [3, 7]]                 # 95 % / 45 % of predictions new
+    fig = plots.plot_confusion({"icarl": m("icarl", biased, even), "lucir": m("lucir", even, even)},
+                                   *_out(tmp_path, "conf"))
+    assert "unlike" not in fig._suptitle.get_text()
+    assert fig.axes[0].get_title().endswith("95% predicted new (true 50%)")
+    fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)},
+                                   *_out(tmp_path, "conf"))
+    assert "iCaRL-CNN (45% predicted new) does not predict the new classes more often" in \
+        fig._suptitle.get_text().replace("\n", " ")
 
 
 def test_confusion_matrices_log_and_accuracy(tmp_path):
     conf = [[5, 1, 0], [0, 3, 2], [1, 0, 8]]
     m = {"run": _identity("lucir", phases=1), "config": {"base_classes": 2}, "num_old": 2, "classes_seen": 3,
          "cnn": {"all": 80.0}, "confusion_cnn": conf, "nme": {"all": 75.5}, "confusion_nme": conf}
-    fig = plots.confusion_matrices({"icarl": None, "lucir": m}, *_out(tmp_path, "conf"))
+    fig = plots.plot_confusion({"icarl": None, "lucir": m}, *_out(tmp_path, "conf"))
     _written(*_out(tmp_path, "conf"))
     titles = [ax.get_title() for ax in fig.axes[:4]]
-    assert titles == ["iCaRL-CNN", "iCaRL-NME", "Ours-CNN (80.00%)", "Ours-NME (75.50%)"]
+    # top-1 named; new = the last class (index >= num_old): predicted 10 of 20, true 9 of 20
+    assert titles == ["iCaRL-CNN", "iCaRL-NME", "Ours-CNN (top-1 80.00%)\n50% predicted new (true 45%)",
+                      "Ours-NME (top-1 75.50%)\n50% predicted new (true 45%)"]
     np.testing.assert_allclose(fig.axes[2].images[0].get_array(), np.log1p(np.array(conf, dtype=float)))
 
 
-@pytest.mark.parametrize("name", ["accuracy_curves", "components_bars", "memory_curves", "lambda_bars"])
+@pytest.mark.parametrize("name", ["plot_accuracy", "plot_components", "plot_memory", "plot_adaptive_weight"])
 def test_table_figures_without_runs_say_so(tmp_path, name):
     phases = _phases({("lucir", "default", 1, 1): [50, 40]})
     exps = {"main": {"plot": "none", "runs": [["lucir", "default", 1, 1]], "grid": {}}}
@@ -247,8 +387,8 @@ def test_table_figures_without_runs_say_so(tmp_path, name):
 
 
 def test_run_figures_without_runs_say_so(tmp_path):
-    for name, fig in (("norms", plots.weight_norms(None, None, *_out(tmp_path, "norms"))),
-                      ("conf", plots.confusion_matrices({"icarl": None, "lucir": None}, *_out(tmp_path, "conf")))):
+    for name, fig in (("norms", plots.plot_weight_norms(None, None, *_out(tmp_path, "norms"))),
+                      ("conf", plots.plot_confusion({"icarl": None, "lucir": None}, *_out(tmp_path, "conf")))):
         _written(*_out(tmp_path, name))
         assert NO_RUNS in _texts(fig)
 

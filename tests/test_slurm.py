@@ -6,13 +6,19 @@ cluster.sh exits 3) every test here is skipped, loudly: the reason goes to the t
 and to the skip summary (`-ra`). Any other failure to start is a test error.
 
 The run is tests/configs/slurm.yaml (LUCIR, 4 classes, one incremental phase), and only its `summary.json` is
-requested, not `all`: the 7 jobs up to the summary (train_base, select_exemplars and evaluate_phase for phases 0
-and 1, train_phase, summarize_run) use every kind of Slurm request (GPU rules, CPU rules, per-rule memory and
-time); `all` would add aggregate and the six plot_* rules, 7 more CPU jobs of ~14 s each that test nothing new.
+requested, not `all`: the 7 jobs up to the summary (train_base; select_base_exemplars and evaluate_base after the
+base phase; train_phase, select_exemplars and evaluate_phase for phase 1; summarize_run) use every kind of Slurm
+request (GPU rules, a CPU rule, per-rule memory and time, group jobs); `all` would add aggregate and the six plot_*
+rules, 7 more CPU jobs of ~14 s each that test nothing new.
+
+It runs twice through Slurm: with the profile as shipped, whose `groups` make each phase of a run one allocation
+(3 sbatch submissions: train_base, the base phase's selection + evaluation, phase 1 with the summary), and with a
+copy of the profile without `groups` (7 submissions, one per job); both are compared bit for bit with a local run.
 
 Timing: the plugin polls squeue after 2 s, then 10 s longer each time nothing finished, so a job takes ~14 s
 from submission to completion when it runs for less than ~12 s, and ~36 s otherwise (a loaded machine). The
-whole module takes 2.5-4 minutes.
+grouped run starts while the ungrouped one waits on its polling, as the local one does. The whole module takes
+3-5 minutes.
 
 Snakemake is always run under a hard timeout that kills its whole process group: without accounting, a plugin
 that falls back to sacct waits forever and ignores SIGTERM.
@@ -46,17 +52,23 @@ CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 CONFIG = REPO / "tests" / "configs" / "slurm.yaml"
 SOURCES = ("Snakefile", "workflow", "ucir")          # what a workflow run reads from the repository
 PROFILE = Path("workflow") / "profiles" / "slurm"    # in the snapshot
+UNGROUPED = Path("workflow") / "profiles" / "slurm-ungrouped"   # the snapshot's copy of it, without `groups`
 STATE_DIR = Path(os.environ.get("UCIR_SLURM_DIR", "/tmp/ucir-slurm"))   # cluster.sh's default
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
 RUN = "results/synthetic/lucir/default/p1/seed1993"
-BASE = "results/synthetic/base/cosine-resnet8/seed1993/model.pt"
+BASE_DIR = "results/synthetic/base/cosine-resnet8/seed1993"
+BASE = f"{BASE_DIR}/model.pt"
 TARGET = f"{RUN}/summary.json"
-EXPECTED_JOBS = {"train_base": 1, "select_exemplars": 2, "evaluate_phase": 2, "train_phase": 1, "summarize_run": 1}
-GPU_RULES = {"train_base", "train_phase", "evaluate_phase"}       # the rules declaring resources gpu=1
-EXPECTED_RESULTS = {BASE, f"{RUN}/summary.json", f"{RUN}/phases.csv",
-                    *(f"{RUN}/phase{k}/{f}" for k in (0, 1) for f in ("memory.pt", "metrics.json")),
-                    f"{RUN}/phase1/model.pt"}
+EXPECTED_JOBS = {"train_base": 1, "select_base_exemplars": 1, "evaluate_base": 1, "train_phase": 1,
+                 "select_exemplars": 1, "evaluate_phase": 1, "summarize_run": 1}
+# the allocations of the grouped run: train_base alone, then one group job per phase (ucir.plan.slurm_allocations)
+EXPECTED_GROUPS = {"base-synthetic-cosine-resnet8-seed1993-herding2": {"select_base_exemplars", "evaluate_base"},
+                   "phase-synthetic-lucir-default-p1-seed1993-k1": {"train_phase", "select_exemplars",
+                                                                    "evaluate_phase", "summarize_run"}}
+EXPECTED_RESULTS = {BASE, f"{BASE_DIR}/herding2/memory.pt", f"{BASE_DIR}/herding2/metrics.json",
+                    f"{RUN}/summary.json", f"{RUN}/phases.csv",
+                    *(f"{RUN}/phase1/{f}" for f in ("model.pt", "memory.pt", "metrics.json"))}
 CUDA_ERROR = "cuda was requested but torch.cuda.is_available() is False"
 
 SLURM_ARGS = [
@@ -235,13 +247,15 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
 
 @dataclass
 class Submission:
-    jobid: int            # snakemake's job id
+    jobid: str            # snakemake's job id (a number; a UUID for a group job)
     slurm_id: int
     log: Path             # the Slurm job's log
-    rule: str             # from the log's folder .snakemake/slurm_logs/rule_<rule>/<wildcards>/
+    rule: str             # from the log's folder .snakemake/slurm_logs/rule_<rule>/<wildcards>/; "" for a group
+    group: str = ""       # from .snakemake/slurm_logs/group_<group id>_<its rules, sorted, joined by _>/
+    rules: frozenset = frozenset()   # a group's rules
 
 
-_SUBMITTED = re.compile(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", re.M)
+_SUBMITTED = re.compile(r"^Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", re.M)
 _FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$", re.M)
 _SBATCH = re.compile(r"^sbatch call: (sbatch .*)$", re.M)
 _STAT_ROW = re.compile(r"^(\w+)\s+(\d+)$")
@@ -249,11 +263,26 @@ _STAT_ROW = re.compile(r"^(\w+)\s+(\d+)$")
 
 def submissions(out: str) -> list[Submission]:
     subs = []
+    rules = "|".join(EXPECTED_JOBS)
     for jobid, slurm_id, log in _SUBMITTED.findall(out):
-        m = re.search(r"/slurm_logs/rule_(\w+)/", log)
+        if m := re.search(r"/slurm_logs/rule_(\w+)/", log):
+            subs.append(Submission(jobid, int(slurm_id), Path(log), m.group(1)))
+            continue
+        m = re.search(rf"/slurm_logs/group_(\S+?)((?:_(?:{rules}))+)/", log)
         assert m, f"unexpected Slurm log path {log}"
-        subs.append(Submission(int(jobid), int(slurm_id), Path(log), m.group(1)))
+        members = frozenset(re.findall(rules, m.group(2)))
+        subs.append(Submission(jobid, int(slurm_id), Path(log), "", m.group(1), members))
     return subs
+
+
+def rule_resources(src: Path) -> dict[str, dict[str, int]]:
+    """Every rule's own `resources:` (integers), read from the snapshot's workflow/rules/*.smk."""
+    out = {}
+    for smk in sorted((src / "workflow" / "rules").glob("*.smk")):
+        for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.M | re.S):
+            block = re.search(r"^    resources:\n((?:        .*\n)+)", m.group(2), re.M)
+            out[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", block.group(1))} if block else {}
+    return out
 
 
 def job_stats(out: str) -> dict[str, int]:
@@ -295,14 +324,14 @@ def _env(src: Path) -> dict[str, str]:
 
 
 def start_snakemake(src: Path, workdir: Path, configfile: Path, *args: str, slurm: bool = False,
-                    nice: bool = False) -> Snakemake:
+                    nice: bool = False, profile: Path = PROFILE) -> Snakemake:
     """`python -m snakemake` on the snapshot `src`, outputs under `workdir`; with `slurm`, through the executor and
-    the snapshot's profile. Output goes to <workdir>.out next to workdir."""
+    the snapshot's `profile`. Output goes to <workdir>.out next to workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(src / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), *args]
     if slurm:
-        cmd += ["--profile", str(src / PROFILE), *SLURM_ARGS]
+        cmd += ["--profile", str(src / profile), *SLURM_ARGS]
     cmd.append(TARGET)
     return Snakemake(cmd, cwd=workdir, env=_env(src), out=workdir.parent / f"{workdir.name}.out", nice=nice)
 
@@ -322,6 +351,10 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(path, root / name)
     shutil.copy2(CONFIG, root / CONFIG.name)
+    profile = yaml.safe_load((root / PROFILE / "config.yaml").read_text())
+    assert profile.pop("groups"), "the Slurm profile has no groups"
+    (root / UNGROUPED).mkdir()
+    (root / UNGROUPED / "config.yaml").write_text(yaml.safe_dump(profile))
     return root
 
 
@@ -336,11 +369,31 @@ def local_started(src: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster: Cluster, src: Path, local_started, tmp_path_factory: pytest.TempPathFactory):
-    # local_started: only so that the local reference run starts now, alongside this one.
+def grouped_started(cluster: Cluster, src: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The run with the profile as shipped (groups), started alongside the ungrouped one: both mostly wait on
+    squeue polling, and Slurm runs their jobs on the one (fake) GPU in turn."""
+    workdir = tmp_path_factory.mktemp("grouped") / "run"
+    run = start_snakemake(src, workdir, src / CONFIG.name, slurm=True)
+    yield workdir, run
+    run.kill()
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster: Cluster, src: Path, local_started, grouped_started,
+              tmp_path_factory: pytest.TempPathFactory):
+    """Every job its own allocation (the profile without `groups`). local_started, grouped_started: only so that
+    those runs start now, alongside this one."""
     workdir = tmp_path_factory.mktemp("slurm") / "run"
-    r = start_snakemake(src, workdir, src / CONFIG.name, slurm=True).wait(SNAKEMAKE_TIMEOUT)
-    assert r.returncode == 0, f"the Slurm run failed (exit {r.returncode}):\n{_tail(r)}"
+    r = start_snakemake(src, workdir, src / CONFIG.name, slurm=True, profile=UNGROUPED).wait(SNAKEMAKE_TIMEOUT)
+    assert r.returncode == 0, f"the ungrouped Slurm run failed (exit {r.returncode}):\n{_tail(r)}"
+    return workdir, r.stdout
+
+
+@pytest.fixture(scope="module")
+def grouped_run(grouped_started):
+    workdir, run = grouped_started
+    r = run.wait(SNAKEMAKE_TIMEOUT)
+    assert r.returncode == 0, f"the grouped Slurm run failed (exit {r.returncode}):\n{_tail(r)}"
     return workdir, r.stdout
 
 
@@ -391,13 +444,13 @@ def _differences(a, b, where: str = "") -> list[str]:
 
 def test_every_job_ran_as_a_slurm_job(slurm_run, src):
     workdir, out = slurm_run
-    assert f"Using profile {src / PROFILE} " in out
+    assert f"Using profile {src / UNGROUPED} " in out
     assert job_stats(out) == EXPECTED_JOBS
     subs = submissions(out)
     assert sorted(s.rule for s in subs) == sorted(r for r, n in EXPECTED_JOBS.items() for _ in range(n)), out[-3000:]
     assert len({s.slurm_id for s in subs}) == len(subs) and len({s.jobid for s in subs}) == len(subs)
     # every submitted job finished, and nothing ran outside Slurm
-    assert {int(j): rule for j, rule in _FINISHED.findall(out)} == {s.jobid: s.rule for s in subs}
+    assert {j: rule for j, rule in _FINISHED.findall(out)} == {s.jobid: s.rule for s in subs}
     assert "localrule" not in out
     for s in subs:
         assert s.log.is_file(), f"{s.rule}: no Slurm log {s.log}"
@@ -410,17 +463,23 @@ def test_every_job_ran_as_a_slurm_job(slurm_run, src):
 def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run, src):
     workdir, out = slurm_run
     profile = yaml.safe_load((src / PROFILE / "config.yaml").read_text())
+    resources = rule_resources(src)
     calls = sbatch_calls(out)
     subs = submissions(out)
     assert len(calls) == len(subs)
+    gpu_rules = {r for r, res in resources.items() if res.get("gpu")}
+    # every stage that runs the network asks for a GPU
+    assert gpu_rules >= set(EXPECTED_JOBS) - {"summarize_run"}, resources
     for s in subs:
         call = calls[s.log.parent]
         env = job_environment(s.log.read_text())
-        # the profile's per-rule request reached sbatch
-        assert f"--mem {profile['set-resources'][s.rule]['mem_mb']} " in call, (s.rule, call)
+        # the rule's own request reached sbatch, with the profile's partition and CPUs per GPU
+        assert f"--mem {resources[s.rule]['mem_mb']} " in call and f"-t {resources[s.rule]['runtime']} " in call, \
+            (s.rule, call)
         assert f"-p {profile['default-resources']['slurm_partition']} " in call, (s.rule, call)
-        if s.rule in GPU_RULES:
+        if s.rule in gpu_rules:
             assert "--gpus=1" in call, (s.rule, call)
+            assert f"--cpus-per-gpu={profile['set-resources'][s.rule]['cpus_per_gpu']}" in call, (s.rule, call)
             # Slurm granted the node's (fake) GPU: GPU 0 of gres.conf
             assert env.get("SLURM_GPUS_ON_NODE") == "1" and env.get("SLURM_JOB_GPUS") == "0", (s.rule, env)
             assert env.get("CUDA_VISIBLE_DEVICES") == "0", (s.rule, env)
@@ -429,10 +488,44 @@ def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run, src):
             assert "SLURM_GPUS_ON_NODE" not in env and "SLURM_JOB_GPUS" not in env, (s.rule, env)
 
 
-def test_same_results_as_a_local_run(slurm_run, local_run):
+def test_grouped_run_needs_fewer_allocations(grouped_run, slurm_run, src):
+    """The profile's groups: one sbatch per phase of the run instead of one per job, each asking for the most
+    memory and GPUs of its jobs and the sum of their runtimes; every job still ran, inside those allocations."""
+    from collections import Counter
+
+    from ucir.plan import slurm_allocations
+
+    workdir, out = grouped_run
+    assert f"Using profile {src / PROFILE} " in out
+    assert job_stats(out) == EXPECTED_JOBS
+    subs = submissions(out)
+    ungrouped = submissions(slurm_run[1])
+    assert len(subs) == 3 < len(ungrouped) == sum(EXPECTED_JOBS.values()), [(s.rule, s.group) for s in subs]
+    assert len(subs) == slurm_allocations(Counter(EXPECTED_JOBS))       # what `make plan` counts
+    assert [s.rule for s in subs if s.rule] == ["train_base"]
+    assert {s.group: s.rules for s in subs if s.group} == EXPECTED_GROUPS
+    assert sorted(rule for _, rule in _FINISHED.findall(out)) == sorted(EXPECTED_JOBS)
+    assert "localrule" not in out
+    resources = rule_resources(src)
+    calls = sbatch_calls(out)
+    for s in subs:
+        call = calls[s.log.parent]
+        members = s.rules or {s.rule}
+        mem = max(resources[r]["mem_mb"] for r in members)
+        runtime = sum(resources[r]["runtime"] for r in members)
+        assert f"--mem {mem} " in call and f"-t {runtime} " in call and "--gpus=1" in call, (s.group, call)
+        log = s.log.read_text()
+        assert job_environment(log)["SLURM_JOB_ID"] == str(s.slurm_id), s.log
+        for r in members:      # the group's jobs ran inside its allocation
+            assert re.search(rf"^Finished jobid: \d+ \(Rule: {r}\)$", log, re.M), f"{r}: {log[-2000:]}"
+    assert {str(p.relative_to(workdir)) for p in (workdir / "results").rglob("*") if p.is_file()} == EXPECTED_RESULTS
+
+
+@pytest.mark.parametrize("which", ["ungrouped", "grouped"])
+def test_same_results_as_a_local_run(which, request, local_run):
     import torch
 
-    slurm_dir, _ = slurm_run
+    slurm_dir, _ = request.getfixturevalue("slurm_run" if which == "ungrouped" else "grouped_run")
     files = {str(p.relative_to(local_run)) for p in (local_run / "results").rglob("*") if p.is_file()}
     assert files == EXPECTED_RESULTS
     for f in sorted(files):
@@ -468,7 +561,7 @@ def test_failed_job_fails_the_run(cluster, src, tmp_path):
     assert f"SLURM-job '{s.slurm_id}' failed" in r.stdout, _tail(r)
     assert "Finished jobid" not in r.stdout, _tail(r)
     assert CUDA_ERROR in s.log.read_text()
-    assert f"{src / 'ucir'}/runtime.py" in s.log.read_text()   # the job ran the snapshot's code
+    assert f"{src / 'ucir'}/" in s.log.read_text()   # the job ran the snapshot's code (its traceback)
     assert CUDA_ERROR in (workdir / "logs/synthetic/base/cosine-resnet8/seed1993/train_base.log").read_text()
     assert not (workdir / BASE).exists()
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ucir.data import load_splits
 from ucir.data.sources import (DatasetError, imagenet_subset_classes, load_cifar100, load_fashion_mnist,
-                               load_imagenet, load_splits, write_class_list)
+                               load_imagenet, write_class_list)
 from ucir.data.splits import ArraySplit, FolderSplit
 from ucir.data.synthetic import make_synthetic
 

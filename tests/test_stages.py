@@ -22,6 +22,10 @@ import torch
 from ucir.checkpoint import model_from_checkpoint
 from ucir.config import resolve
 from ucir.data import load_run_data
+from ucir.losses import adaptive_lambda
+from ucir.models import build_model
+from ucir.train.loop import Objective
+from ucir.train.stages import distill_weight
 
 torch.set_num_threads(2)
 CPU = torch.device("cpu")
@@ -210,3 +214,98 @@ def test_same_config_same_metrics():
     # another seed gives another run
     third = run_protocol(resolve("lucir", dict(settings, seed=8)))
     assert json.dumps(first["metrics"], sort_keys=True) != json.dumps(third["metrics"], sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------------ CN loss (Eq. 5)
+
+def _cn_settings(**kw):
+    return dict(SETTINGS, num_classes=6, base_classes=4, phases=1, train_per_class=8, test_per_class=2,
+                base_train=dict(BASE, epochs=1), train=dict(INCR, epochs=1), distill="cosine_scores",
+                freeze_old=False, margin_ranking=False, **kw)
+
+
+def test_cn_stage_uses_the_official_loss_with_weight_one():
+    """The Fig. 7(a) CN variant trains with the official code's loss and lw_ms = 1, not the adaptive lambda
+    (which would be 5 * sqrt(4 / 2) = 7.07 here)."""
+    cfg = resolve("lucir", _cn_settings())
+    assert (cfg.cs_loss, cfg.cs_weight) == ("official", 1.0)
+    logs: list[str] = []
+    data = load_run_data(cfg, CPU, workers=0)
+    ck = train_base(cfg, data, CPU, logs.append)
+    train_phase(cfg, 1, ck, select_exemplars(cfg, 0, ck, None, data, CPU, logs.append), data, CPU, logs.append)
+    assert any(line.endswith("distill=cosine_scores weight=1") for line in logs), logs
+    assert any(line.startswith("phase 1 epoch") and " cs " in line for line in logs)
+
+
+def _teacher_and_student(num_old: int = 4, num_new: int = 2):
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", "cosine", num_old, 3, False).eval()
+    student = copy.deepcopy(teacher)
+    student.head.add_classes(torch.randn(num_new, 64), freeze_old=False)
+    with torch.no_grad():
+        for p in student.backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))                      # the student has moved away from the teacher
+    return teacher, student.eval()
+
+
+def _cosines(net, x) -> list[list[float]]:
+    """Unscaled cosine scores by explicit normalisation: <w_i / |w_i|, f / |f|>."""
+    with torch.no_grad():
+        f, w = net.features(x).double(), net.head.full_weight().double()
+    out = []
+    for n in range(f.shape[0]):
+        fn = f[n] / math.sqrt(sum(float(v) ** 2 for v in f[n]))
+        out.append([float(fn @ (w[i] / math.sqrt(sum(float(v) ** 2 for v in w[i])))) for i in range(w.shape[0])])
+    return out
+
+
+@pytest.mark.parametrize("cs_loss,cs_weight", [("official", 1.0), ("official", 0.3), ("l1", 1.0)])
+def test_cn_objective_term_and_weight(cs_loss, cs_weight):
+    cfg = resolve("lucir", _cn_settings(cs_loss=cs_loss, cs_weight=cs_weight))
+    teacher, student = _teacher_and_student()
+    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 4, 5, 2])
+    lam = distill_weight(cfg, 4, 2)
+    assert lam == (cs_weight if cs_loss == "official" else adaptive_lambda(5.0, 4, 2))   # official: no Eq. 7
+    terms, _ = Objective(cfg, 4, lam, teacher).terms(student, x, y)
+    assert sorted(terms) == ["ce", "cs"]
+    cur, ref = _cosines(student, x), _cosines(teacher, x)
+    per_sample = [sum((abs(cur[n][i] - ref[n][i]) ** (2 if cs_loss == "official" else 1)) for i in range(4))
+                  for n in range(5)]
+    assert float(terms["cs"].detach()) == pytest.approx(lam * sum(per_sample) / 5, rel=1e-4)
+
+
+class _Reads:
+    """A RunConfig that records which settings are read."""
+
+    def __init__(self, cfg):
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, key):
+        self.read.add(key)
+        return getattr(self._cfg, key)
+
+
+@pytest.mark.parametrize("method,settings,expected", [
+    ("lucir", {}, {"distill", "margin_ranking", "K", "margin", "mr_reduction", "mr_weight"}),
+    ("lucir", {"distill": "cosine_scores", "margin_ranking": False}, {"distill", "cs_loss", "margin_ranking"}),
+    ("icarl", {}, {"distill", "kd_T", "margin_ranking"}),
+    ("finetune", {}, {"distill", "margin_ranking"}),
+])
+def test_objective_reads_only_the_settings_of_its_terms(method, settings, expected):
+    cfg = resolve(method, dict(SETTINGS, **settings))
+    head = cfg.head
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    base = build_model("resnet8", head, 6, 3, cfg.last_relu).eval()
+    reads = _Reads(cfg)
+    terms, _ = Objective(reads, 0).terms(base, x, torch.tensor([0, 1, 2, 3]))
+    assert list(terms) == ["ce"] and reads.read == set()          # base phase: nothing incremental is read
+    student = copy.deepcopy(base)
+    if head == "cosine":
+        student.head.add_classes(torch.randn(2, 64), freeze_old=True)
+    else:
+        student.head.add_classes(2)
+    reads = _Reads(cfg)
+    Objective(reads, 6, 1.0, base).terms(student.eval(), x, torch.tensor([0, 6, 7, 3]))
+    assert reads.read == expected

@@ -8,9 +8,9 @@ The naive loop feeds the model the way the official code does: a map-style Datas
 per-sample PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader with
 2 workers, fp32, NCHW, teacher under no_grad. ucir's loop (ucir.train.fit) keeps the data on the device as uint8
 and crops/flips/normalises whole batches there, runs the network channels_last (CPU and CUDA), and on CUDA adds bf16
-autocast and cudnn autotuning. Both loops run in this one process, so both get ucir's allocator setting (freed
-memory kept for reuse, ucir.runtime.retain_freed_memory); `--default-malloc` leaves glibc's defaults, to measure
-that setting on its own in a second run.
+autocast (on GPUs of compute capability >= 8.0, amp "auto") and cudnn autotuning. Both loops run in this one
+process, so both get ucir's allocator setting (freed memory kept for reuse, ucir.runtime.retain_freed_memory);
+`--default-malloc` leaves glibc's defaults, to measure that setting on its own in a second run.
 Rounds alternate (ucir, naive, ucir, ...); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ from .checkpoint import to_device
 from .config import resolve
 from .data import DeviceArrays, make_synthetic, spec_for
 from .models import build_model
-from .runtime import configure, pick_device
+from .devices import pick_device
+from .runtime import bf16_training, configure
 from .train.loop import Objective, fit, make_optimizer
 
 
@@ -70,7 +71,7 @@ def naive_epoch(net, objective: Objective, loader: DataLoader, opt, device) -> N
 
 def _sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)                                  # the GPU being measured, not GPU 0
 
 
 def _demo_wall_time() -> str:
@@ -93,12 +94,13 @@ def main(argv=None) -> None:
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's allocator defaults (ucir's jobs keep freed memory for reuse)")
     ap.add_argument("--phase-epochs", type=int, default=1, help="epochs of the timed incremental phase")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: one per CPU)")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
     configure(device, deterministic=False, keep_freed_memory=not args.default_malloc)
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     spec = spec_for("synthetic")
     train, _ = make_synthetic(100, args.per_class, 1, seed=0)
     n = len(train)
@@ -123,7 +125,8 @@ def main(argv=None) -> None:
                         num_workers=args.workers, persistent_workers=args.workers > 0)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{torch.get_num_threads()} threads, {n} images/round, batch {args.batch_size}, ResNet-32, "
-          f"LUCIR objective (CE + LF + MR, teacher with 50 classes), "
+          f"LUCIR objective (CE + LF + MR, teacher with 50 classes), ucir loop "
+          f"{'bf16' if bf16_training('auto', device) else 'fp32'}, "
           f"{'glibc default allocator' if args.default_malloc else 'freed memory kept for reuse'}")
 
     ucir_teacher = to_device(copy.deepcopy(teacher), cfg, device)   # .to() works in place: keep the naive one NCHW
@@ -136,7 +139,7 @@ def main(argv=None) -> None:
             if name == "ucir":
                 net = to_device(net, cfg, device)
                 fit(net, Objective(cfg, 50, lam, ucir_teacher), dev_data, indices, cfg.train, device=device,
-                    g=torch.Generator().manual_seed(r), log=lambda s: None, desc="bench", amp=True)
+                    g=torch.Generator().manual_seed(r), log=lambda s: None, desc="bench", amp="auto")
             else:
                 opt, _ = make_optimizer(net.parameters(), cfg.train)
                 naive_epoch(net, Objective(cfg, 50, lam, teacher), loader, opt, device)

@@ -16,8 +16,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that does not belong to the configuration asking for it."""
 
 
-def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: int,
+def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: int, config: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config: the settings the model depends on (ucir.deps.stage_settings of the stage that trained it)."""
     net.head.merge()
     ckpt = {
         "format_version": FORMAT_VERSION,
@@ -28,7 +29,7 @@ def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: in
         "class_order": class_order(cfg.num_classes, cfg.seed),
         "classes_seen": net.num_classes,
         "num_old": num_old,
-        "config": cfg.to_dict(),
+        "config": config,
     }
     ckpt.update(extra or {})
     return ckpt

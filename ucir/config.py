@@ -6,9 +6,21 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("lucir", "icarl", "lwf", "finetune", "joint")
-SOURCES = ("cifar100", "imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
+# The allowed values of every setting that takes a name: the one list of each (the schema's enums, the workflow's
+# wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
+SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
 BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
+HEADS = ("cosine", "linear")
+SELECTIONS = ("herding", "herding_official", "random")
+ENUMS: dict[str, tuple] = {
+    "source": SOURCES, "backbone": BACKBONES, "head": HEADS, "selection": SELECTIONS,
+    "distill": ("feature", "cosine_scores", "kd", "none"),
+    "lambda_rule": ("code", "paper", "fixed"),
+    "cs_loss": ("official", "l1"),
+    "mr_reduction": ("pairs", "anchors"),
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("auto", True, False),
+}
 
 
 class ConfigError(ValueError):
@@ -50,6 +62,9 @@ class RunConfig:
     distill: str = "feature"              # feature (Eq. 6) | cosine_scores (Eq. 5) | kd (Eq. 2) | none
     lambda_base: float = 5.0
     lambda_rule: str = "code"             # code: sqrt(old/new) | paper: sqrt(new/old) (Eq. 7 as printed) | fixed
+    cs_loss: str = "official"             # Eq. 5 (distill: cosine_scores): official: squared, weight cs_weight |
+    #                                     # l1: |difference| as printed, weight adaptive lambda (Eq. 7)
+    cs_weight: float = 1.0                # official code's lw_ms (cs_loss: official only)
     kd_T: float = 2.0
     kd_weight: float = 1.0                # official iCaRL code: T^2 * beta = 4 * 0.25
     margin_ranking: bool = True           # Eq. 8
@@ -63,7 +78,7 @@ class RunConfig:
     # memory (Sec. 4.1)
     per_class: int | None = 20            # R_per
     total: int | None = None              # R_total (fixed capacity); overrides per_class when set
-    selection: str = "herding"            # herding | random
+    selection: str = "herding"            # herding (never re-picks) | herding_official (the code's loop) | random
     nme_flip: bool = True                 # NME means include horizontally flipped exemplars
     # schedules
     base_train: Schedule = field(default_factory=Schedule)
@@ -72,14 +87,17 @@ class RunConfig:
     # execution (does not change the arithmetic on CPU)
     device: str = "auto"                  # auto | cpu | cuda
     deterministic: bool = False
-    amp: bool = True                      # bf16 autocast on CUDA only
+    amp: bool | str = "auto"              # bf16 training: auto (CUDA, capability >= 8.0) | true (CPU too) | false
     channels_last: bool = True            # memory format of the network (CUDA and CPU)
     compile: bool = False
     eval_batch_size: int = 512
     checkpoint_every: int = 0             # epochs between resumable states (0: never)
+    workers: int | None = None            # DataLoader workers for folder data (null: the job's threads - 1)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], check: bool = True) -> "RunConfig":
+        """A RunConfig from plain values. check=False for a job's slice of a configuration the workflow already
+        checked whole (ucir.deps.stage_settings): the fields it lacks keep their defaults and are never read."""
         d = dict(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -94,7 +112,8 @@ class RunConfig:
                 base.update(d[key])
                 d[key] = Schedule(**base)
         cfg = cls(**d)
-        cfg.check()
+        if check:
+            cfg.check()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,31 +126,21 @@ class RunConfig:
 
     def classes_seen(self, phase: int) -> int:
         """Number of classes seen after `phase` (phase 0 is the base phase)."""
-        return self.base_classes + phase * self.classes_per_phase
+        return self.base_classes + phase * self.classes_per_phase if phase else self.base_classes
 
     def check(self) -> None:
         def bad(key, value, allowed):
             raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-        if self.method not in METHODS:
-            bad("method", self.method, f"one of {METHODS}")
-        if self.source not in SOURCES:
-            bad("source", self.source, f"one of {SOURCES}")
-        if self.backbone not in BACKBONES:
-            bad("backbone", self.backbone, f"one of {BACKBONES}")
-        if self.head not in ("cosine", "linear"):
-            bad("head", self.head, "cosine or linear")
-        if self.distill not in ("feature", "cosine_scores", "kd", "none"):
-            bad("distill", self.distill, "feature, cosine_scores, kd or none")
+        for key, allowed in {"method": METHODS, **ENUMS}.items():
+            value = getattr(self, key)
+            if not any(value == a and type(value) is type(a) for a in allowed):    # True is not 1
+                bad(key, value, f"one of {', '.join(map(str, allowed))}")
         if self.distill in ("feature", "cosine_scores") and self.head != "cosine":
             bad("distill", self.distill, "feature/cosine_scores distillation needs head: cosine")
-        if self.lambda_rule not in ("code", "paper", "fixed"):
-            bad("lambda_rule", self.lambda_rule, "code, paper or fixed")
-        if self.mr_reduction not in ("pairs", "anchors"):
-            bad("mr_reduction", self.mr_reduction, "pairs or anchors")
-        if self.selection not in ("herding", "random"):
-            bad("selection", self.selection, "herding or random")
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad("device", self.device, "auto, cpu or cuda")
+        if self.cs_weight < 0:
+            bad("cs_weight", self.cs_weight, "non-negative")
+        if self.workers is not None and self.workers < 0:
+            bad("workers", self.workers, "a non-negative integer or null")
         if not 0 < self.base_classes < self.num_classes:
             bad("base_classes", self.base_classes, f"between 1 and num_classes-1 ({self.num_classes - 1})")
         if self.phases < 1:
@@ -168,12 +177,11 @@ class RunConfig:
 
     # ---- memory ---------------------------------------------------------------------------------------
     def memory_per_class(self, classes_seen: int) -> int:
-        """Exemplars kept per class once `classes_seen` classes are stored. LwF keeps none (with exemplars it is
-        iCaRL-CNN, Sec. 4.1); joint training has all the data instead."""
-        if self.method in ("lwf", "joint"):
-            return 0
+        """Exemplars kept per class once `classes_seen` classes are stored (methods in NO_MEMORY have per_class 0,
+        set by `resolve`). A fixed total R_total keeps ceil(R_total / classes_seen) per class, as the official
+        code's --fix_budget does (2000 at 60 classes: 34 each, 2,040 in all, slightly over R_total)."""
         if self.total is not None:
-            return self.total // classes_seen
+            return -(-self.total // classes_seen)                          # ceil
         return self.per_class or 0
 
 
@@ -192,6 +200,12 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+METHODS = tuple(METHOD_PRESETS)
+
+# LwF keeps no exemplars (with them it is iCaRL-CNN, Sec. 4.1); joint training has all the data instead.
+NO_MEMORY = ("lwf", "joint")
+
+
 def resolve(method: str, settings: dict[str, Any]) -> RunConfig:
     """Method preset, then the given settings on top."""
     if method not in METHOD_PRESETS:
@@ -199,4 +213,6 @@ def resolve(method: str, settings: dict[str, Any]) -> RunConfig:
     merged = dict(METHOD_PRESETS[method])
     merged.update(settings)
     merged["method"] = method
+    if method in NO_MEMORY:
+        merged.update(per_class=0, total=None)
     return RunConfig.from_dict(merged)

@@ -1,5 +1,5 @@
 """Evaluation (Sec. 4.1): CNN and nearest-mean-of-exemplars (NME) top-1 on all seen classes, split into old and
-new; confusion matrices; average incremental accuracy."""
+new and per class group (the accuracy matrix); top-5 where more than 5 classes are seen; confusion matrices."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .features import extract
-from .metrics import average_incremental_accuracy, forgetting  # noqa: F401  (part of ucir.evaluate's API)
+from .metrics import average_incremental_accuracy, backward_transfer, forgetting  # noqa: F401  (ucir.evaluate's API)
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -26,15 +26,33 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     return F.normalize(mu, dim=1).float()
 
 
-def nme_predict(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
-    """Nearest class mean (Euclidean) to each L2-normalised feature. features: N x D; class_means: C x D."""
+def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
+    """Minus the Euclidean distance of each L2-normalised feature to each class mean (higher = nearer), -inf for
+    classes without a mean. features: N x D; class_means: C x D. Returns N x C."""
     f = F.normalize(features.float(), dim=1)
     d = torch.cdist(f, class_means.float())
-    return d.nan_to_num(float("inf")).argmin(dim=1)
+    return -d.nan_to_num(float("inf"))
+
+
+def nme_predict(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
+    """Nearest class mean (Euclidean) to each L2-normalised feature. features: N x D; class_means: C x D."""
+    return nme_scores(features, class_means).argmax(dim=1)
 
 
 def accuracy(pred: torch.Tensor, targets: torch.Tensor) -> float:
     return float((pred == targets).float().mean()) * 100 if len(targets) else float("nan")
+
+
+TOP_K = 5
+
+
+def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, k: int = TOP_K) -> float | None:
+    """Top-k (%): the true class among the k highest scores. None when there are no more than k classes (top-k
+    would be 100 % by construction). scores: N x C; targets: N."""
+    if scores.shape[1] <= k:
+        return None
+    hit = (scores.topk(k, dim=1).indices == targets.unsqueeze(1)).any(dim=1)
+    return accuracy(hit, torch.ones_like(hit))
 
 
 def split_accuracy(pred: torch.Tensor, targets: torch.Tensor, num_old: int) -> dict[str, float]:
@@ -57,23 +75,25 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data,
     net = load_model(ckpt, cfg, phase, device)
     idx = data.test_indices(0, num_seen)
     targets = data.test.targets[idx]
-    feats, logits = extract(net, data.test_dev, idx, cfg.eval_batch_size, device, cfg.amp, logits=True)
+    feats, logits = extract(net, data.test_dev, idx, cfg.eval_batch_size, device, logits=True)
     cnn = logits.argmax(1)
     out = {"phase": phase, "classes_seen": num_seen, "num_old": num_old, "num_test": len(idx),
-           "cnn": split_accuracy(cnn, targets, num_old),
+           "cnn": split_accuracy(cnn, targets, num_old), "cnn_top5": topk_accuracy(logits, targets),
            "cnn_groups": group_accuracy(cnn, targets, cfg, phase),
            "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
     if len(torch.unique(memory["label"])) == num_seen:                  # NME needs exemplars of every class
         mi, ml = memory["index"], memory["label"]
-        ef = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp)
-        ff = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, cfg.amp, flip=True) \
+        ef = extract(net, data.train_dev, mi, cfg.eval_batch_size, device)
+        ff = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, flip=True) \
             if cfg.nme_flip else None
-        nme = nme_predict(feats, class_means(ef, ml, num_seen, ff))
+        scores = nme_scores(feats, class_means(ef, ml, num_seen, ff))
+        nme = scores.argmax(dim=1)
         out["nme"] = split_accuracy(nme, targets, num_old)
+        out["nme_top5"] = topk_accuracy(scores, targets)
         out["nme_groups"] = group_accuracy(nme, targets, cfg, phase)
         out["confusion_nme"] = confusion_matrix(nme, targets, num_seen).tolist()
     else:
-        out["nme"] = None
+        out["nme"] = out["nme_top5"] = None
     head = net.head
     out["head"] = {"weight_norms": head.row_norms().tolist(),
                    "bias": head.bias.detach().tolist() if getattr(head, "bias", None) is not None else None,
@@ -87,5 +107,5 @@ def group_accuracy(pred: torch.Tensor, targets: torch.Tensor, cfg, phase: int) -
     accs = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         sel = (targets >= lo) & (targets < hi)
-        accs.append(float((pred[sel] == targets[sel]).float().mean()) * 100)
+        accs.append(accuracy(pred[sel], targets[sel]))
     return accs

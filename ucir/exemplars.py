@@ -1,6 +1,6 @@
-"""Exemplar memory (Sec. 4.1): herding selection (iCaRL) on L2-normalised features, per-class (R_per) or
-fixed-total (R_total) budgets. Exemplars are ranked once, when their class is new, and never reselected; with a
-fixed total, classes shrink by keeping their first-ranked exemplars.
+"""Exemplar memory (Sec. 4.1): herding selection (iCaRL; `herding_official` replays the official code's loop) on
+L2-normalised features, per-class (R_per) or fixed-total (R_total) budgets. Exemplars are ranked once, when their
+class is new, and never reselected; with a fixed total, classes shrink by keeping their first-ranked exemplars.
 
 A memory is a plain dict of tensors (what checkpoints hold):
     {"index": LongTensor M  -- indices into the training split,
@@ -39,6 +39,33 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
         chosen.append(i)
         available[i] = False
         running += f[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def herding_official(features: torch.Tensor, m: int, max_steps: int = 1000) -> torch.Tensor:
+    """The official code's herding loop, replayed (class_incremental_cosine_cifar100.py, "Herding procedure", the
+    loop of iCaRL's released code): a target w starts at the class mean mu; each step takes the sample with the
+    largest <w, f_i> among ALL samples, ranks it if it is not ranked yet, and moves w by mu - f_i either way. It
+    stops once min(m, N) distinct samples are ranked (the code writes min(m, 500), CIFAR's images per class) or
+    after `max_steps` steps, so it may return fewer than m. Until its first re-pick it ranks exactly as `herding`;
+    a re-picked sample counts twice in w but is kept once.
+
+    features: N x D (normalised inside). Returns LongTensor of the ranked indices in rank order.
+    """
+    f = F.normalize(features.double(), dim=1)                              # N x D
+    mu = f.mean(dim=0)                                                     # D
+    target = min(m, f.shape[0])
+    w = mu.clone()
+    ranked = torch.zeros(f.shape[0], dtype=torch.bool)
+    chosen: list[int] = []
+    steps = 0
+    while len(chosen) < target and steps < max_steps:
+        i = int((f @ w).argmax())                                          # first index on ties, as np.argmax
+        steps += 1
+        if not ranked[i]:
+            ranked[i] = True
+            chosen.append(i)
+        w += mu - f[i]
     return torch.tensor(chosen, dtype=torch.long)
 
 
@@ -84,12 +111,13 @@ def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data
         g = seed_everything(cfg.seed, phase, stage=2)
         idx = data.train_indices(lo, hi)                                   # every new class, one pass
         labels = data.train.targets[idx]
-        if cfg.selection == "herding":
+        rank = {"herding": herding, "herding_official": herding_official}.get(cfg.selection)   # None: random
+        if rank is not None:
             feats = extract(load_model(ckpt, cfg, phase, device), data.train_dev, idx, cfg.eval_batch_size,
-                            device, cfg.amp)
+                            device)                                        # fp32 whatever amp says
         for c in range(lo, hi):
             mine = labels == c
-            ranking = herding(feats[mine], m) if cfg.selection == "herding" else random_ranking(int(mine.sum()), m, g)
+            ranking = rank(feats[mine], m) if rank is not None else random_ranking(int(mine.sum()), m, g)
             rankings[c] = idx[mine][ranking]
     memory = shrink(add_classes(memory, rankings), m)
     log(f"phase {phase}: {m} exemplars per class for {hi} classes, {len(memory['index'])} in memory")

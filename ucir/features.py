@@ -1,29 +1,35 @@
-"""Features and predictions in large batches, without gradients (herding, imprinting, NME, evaluation)."""
+"""Features and predictions in large batches, without gradients (herding, imprinting, NME, evaluation).
+
+Always in fp32 (no autocast, no TF32), whatever the run's `amp` says: these numbers make decisions (argmax ties,
+herding picks, nearest means) or are stored (imprinted weights, class means), and bf16's step of ~0.004 in a
+cosine score would change them (issue 13). Training may use bf16; ucir.runtime.bf16_training decides.
+"""
 from __future__ import annotations
 
 import torch
 
 from .data.augment import hflip
 from .models import IncrementalNet
-from .runtime import autocast
+from .runtime import full_precision
 
 
 @torch.inference_mode()
 def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, device: torch.device,
-            amp: bool = True, flip: bool = False, logits: bool = False):
+            amp: bool | str = False, flip: bool = False, logits: bool = False):
     """Test-transform features (N x D, float32, CPU) of data[indices]; with logits=True also the head's outputs
-    (N x C). flip=True extracts features of horizontally flipped images."""
+    (N x C). flip=True extracts features of horizontally flipped images. `amp` is accepted for the callers' sake
+    and ignored: extraction is fp32."""
     was_training = net.training
     net.eval()
     feats, outs = [], []
-    for x, _ in data.batches(indices, batch_size, train=False):
-        if flip:
-            x = hflip(x)
-        with autocast(device, amp):
-            f = net.features(x)
+    with full_precision():
+        for x, _ in data.batches(indices, batch_size, train=False):
+            if flip:
+                x = hflip(x)
+            f = net.features(x)                                            # N x D
             if logits:
-                outs.append(net.head(f).float().cpu())
-        feats.append(f.float().cpu())
+                outs.append(net.head(f).cpu())                             # N x C
+            feats.append(f.cpu())
     net.train(was_training)
     dim = getattr(net.backbone, "out_dim", 0)
     f = torch.cat(feats) if feats else torch.zeros(0, dim)

@@ -1,14 +1,20 @@
-"""From the workflow's config dict to the list of runs it asks for (pure; the Snakefile calls it).
+"""From the workflow's config dict to the runs it asks for and the jobs they share (pure; common.smk calls it).
 
 config:
     seeds: [1993, ...]                 # class orders (1993 = the official order)
+    <execution setting>: value         # ucir.deps.EXECUTION: device, checkpoint_every, ... (also per dataset)
     datasets: {name: {source, root, download, num_classes, base_classes, settings: {RunConfig fields}}}
     variants: {name: {RunConfig fields}}   # ablation flag sets; 'default' is the method's preset
     experiments: {name: {datasets, methods, variants, phases, seeds?, grid: {RunConfig field: [values]}, plot}}
 
 A run is (dataset, method, variant, phases, seed). A variant's name is its flag-set name followed by one
-`_<key><value>` per grid key whose value differs from the setting it would otherwise have, so grids that share a
-setting share its runs, and adding a value to a grid adds only the new runs.
+`_<key><value>` per grid key whose value changes what the run computes (ucir.deps.run_dependencies), so grids that
+share a setting share its runs, a value a method does not read (kd_T for LUCIR) adds no run, and adding a value to
+a grid adds only the new runs.
+
+Shared jobs: the base model is keyed by `base_name` (and the seed); exemplar selection and evaluation after the base
+phase by `memory_name` and `evaluation_name` beside it. Runs that name the same shared job must agree on everything
+it depends on.
 """
 from __future__ import annotations
 
@@ -17,14 +23,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError, RunConfig, resolve
+from . import deps
+from .config import BACKBONES, HEADS, SELECTIONS, ConfigError, RunConfig, resolve
 
 DATASET_KEYS = ("source", "root", "download", "num_classes", "base_classes")
-# what train_base depends on: all LUCIR variants that differ only in incremental settings share one base model
-BASE_KEYS = ("dataset", "source", "root", "download", "num_classes", "base_classes", "seed", "train_per_class",
-             "test_per_class", "backbone", "head", "last_relu", "base_train", "device", "deterministic", "amp",
-             "channels_last", "compile", "eval_batch_size", "checkpoint_every")
-EXECUTION = {"device", "deterministic", "amp", "channels_last", "compile", "eval_batch_size", "checkpoint_every"}
+DOWNLOADABLE = ("cifar100",)
+AMP_DEFAULT = RunConfig().amp
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Run:
     variant: str
     phases: int
     seed: int
-    settings: dict[str, Any]              # RunConfig.to_dict()
+    cfg: RunConfig
     experiments: list[str] = field(default_factory=list)
 
     @property
@@ -42,40 +46,72 @@ class Run:
         return (self.dataset, self.method, self.variant, self.phases, self.seed)
 
     @property
-    def path(self) -> str:
-        return f"results/{self.dataset}/{self.method}/{self.variant}/p{self.phases}/seed{self.seed}"
+    def settings(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
 
     @property
     def base(self) -> str:
-        return base_name(self.settings)
+        return base_name(self.cfg)
+
+    @property
+    def memory(self) -> str:
+        return memory_name(self.cfg)
+
+    @property
+    def evaluation(self) -> str:
+        return evaluation_name(self.cfg)
+
+    def identity(self) -> dict[str, Any]:
+        return dict(zip(("dataset", "method", "variant", "phases", "seed"), self.key))
 
 
-def _fmt(v: Any) -> str:
-    return str(v).replace(" ", "").replace("/", "-")
+# ---- names of shared jobs -------------------------------------------------------------------------------------
 
-
-def base_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The slice of a run's settings that its base model depends on."""
-    return {k: settings[k] for k in BASE_KEYS}
-
-
-def base_name(settings: dict[str, Any]) -> str:
-    """Readable key of a base model: head and backbone, plus the ReLU choice where it is not the head's usual one."""
-    name = f"{settings['head']}-{settings['backbone']}"
-    usual_relu = settings["head"] != "cosine"
-    if settings["last_relu"] != usual_relu:
-        name += "-relu" if settings["last_relu"] else "-norelu"
+def base_name(cfg: RunConfig) -> str:
+    """A base model: head and backbone, plus the ReLU choice where it is not the head's usual one and the precision
+    where `amp` is not the default."""
+    name = f"{cfg.head}-{cfg.backbone}"
+    if cfg.last_relu != (cfg.head != "cosine"):
+        name += "-relu" if cfg.last_relu else "-norelu"
+    if cfg.amp != AMP_DEFAULT:
+        name += "-bf16" if cfg.amp is True else "-fp32"
     return name
 
 
-def base_config(settings: dict[str, Any]) -> RunConfig:
-    """A RunConfig holding only what the base phase depends on (the rest at defaults)."""
-    method = "lucir" if settings["head"] == "cosine" else "finetune"
-    # phases and margin ranking do not reach the base phase; fixed values keep the config valid on its own
-    return resolve(method, dict(base_settings(settings), phases=1, margin_ranking=False))
+def memory_name(cfg: RunConfig) -> str:
+    """The exemplars kept after the base phase: `herding20`, `random5`, or `none`."""
+    m = deps.memory(cfg, 0)
+    return f"{cfg.selection}{m}" if m else "none"
 
 
-DOWNLOADABLE = ("cifar100",)
+def evaluation_name(cfg: RunConfig) -> str:
+    """The evaluation after the base phase: `metrics`, or `metrics_noflip` for NME without flipped exemplars."""
+    return "metrics_noflip" if deps.memory(cfg, 0) and not cfg.nme_flip else "metrics"
+
+
+# regular expressions of the names above (the workflow's wildcard constraints)
+BASE_PATTERN = f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?(-bf16|-fp32)?"
+MEMORY_PATTERN = f"none|({'|'.join(SELECTIONS)})[0-9]+"
+EVALUATION_PATTERN = "metrics(_noflip)?"
+
+
+# ---- execution settings ---------------------------------------------------------------------------------------
+
+def execution_settings(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """How the jobs of `dataset` run (ucir.deps.EXECUTION): the top level of the config, then the dataset's own
+    entries. Never in a job's params, so changing one reruns nothing."""
+    ds = config["datasets"][dataset]
+    out = {k: config[k] for k in deps.EXECUTION if k in config}
+    out.update({k: ds[k] for k in ("root", "download") if k in ds})
+    out.update({k: v for k, v in (ds.get("settings") or {}).items() if k in deps.EXECUTION})
+    return out
+
+
+def _refuse_execution(where: str, keys) -> None:
+    bad = sorted(set(keys) & set(deps.EXECUTION))
+    if bad:
+        raise ConfigError(f"{where}: {', '.join(bad)} changes how jobs run, not what they compute (an execution "
+                          "setting); set it at the top level of the config or under datasets.<name>.settings")
 
 
 def check_dataset_paths(config: dict[str, Any]) -> None:
@@ -95,31 +131,44 @@ def check_dataset_paths(config: dict[str, Any]) -> None:
                               f"point root at the data{hint} (README: Running experiments)")
 
 
-MEMORY_KEYS = ("method", "per_class", "total", "selection", "nme_flip")
+# ---- runs -----------------------------------------------------------------------------------------------------
+
+def _fmt(v: Any) -> str:
+    return str(v).replace(" ", "").replace("/", "-")
 
 
-def phase0_config(settings: dict[str, Any]) -> RunConfig:
-    """What exemplar selection and evaluation after the base phase depend on: the base model and the memory
-    settings, not the incremental ones (lambda, margin, ...), so changing those leaves phase 0 alone."""
-    keep = dict(base_settings(settings), **{k: settings[k] for k in MEMORY_KEYS if k != "method"})
-    return resolve(settings["method"], dict(keep, phases=1, margin_ranking=False))
+def _resolve(where: str, method: str, settings: dict[str, Any]) -> RunConfig:
+    try:
+        return resolve(method, settings)
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def variant_name(vname: str, method: str, flags: dict[str, Any], plain: RunConfig, point: dict[str, Any],
+                 cfg: RunConfig, where: str) -> str:
+    """The flag set's name, then `_<key><value>` for each grid key that changes what the run computes: set back to
+    the value it has without the grid (`plain`), the run would depend on other settings."""
+    mine = deps.run_dependencies(cfg)
+    named = [k for k in point if deps.run_dependencies(
+        _resolve(where, method, {**flags, **point, k: getattr(plain, k)})) != mine]
+    return vname + "".join(f"_{k}{_fmt(point[k])}" for k in named)
 
 
 def expand_runs(config: dict[str, Any]) -> list[Run]:
     runs: dict[tuple, Run] = {}
     variants = config.get("variants") or {}
+    for vname, flags in variants.items():
+        _refuse_execution(f"variants.{vname}", flags or {})
+    top = {k: config[k] for k in deps.EXECUTION if k in config}
     for exp_name, exp in config["experiments"].items():
+        grid = exp.get("grid") or {}
+        _refuse_execution(f"experiments.{exp_name}.grid", grid)
         for ds_name in exp["datasets"]:
             if ds_name not in config["datasets"]:
                 raise ConfigError(f"experiments.{exp_name}.datasets: unknown dataset {ds_name!r}")
             ds = config["datasets"][ds_name]
-            common = {k: ds[k] for k in DATASET_KEYS if k in ds}
-            common.update(ds.get("settings") or {})
-            common["dataset"] = ds_name
-            for key in ("device", "deterministic"):
-                if key in config:
-                    common[key] = config[key]
-            grid = exp.get("grid") or {}
+            common = dict(top, **{k: ds[k] for k in DATASET_KEYS if k in ds}, **(ds.get("settings") or {}),
+                          dataset=ds_name)
             for method, vname, phases, seed in itertools.product(
                     exp["methods"], exp.get("variants", ["default"]), exp["phases"],
                     exp.get("seeds", config["seeds"])):
@@ -127,34 +176,39 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                     raise ConfigError(f"experiments.{exp_name}.variants: unknown variant {vname!r}")
                 flags = dict(common, phases=phases, seed=seed, **(variants.get(vname) or {}))
                 where = f"experiments.{exp_name} ({ds_name}, {method}, {vname}, {phases} phases)"
-                try:
-                    plain = resolve(method, flags).to_dict()
-                except (ConfigError, TypeError) as e:
-                    raise ConfigError(f"{where}: {e}") from None
+                plain = _resolve(where, method, flags)
                 for values in itertools.product(*grid.values()):
                     point = dict(zip(grid.keys(), values))
-                    try:
-                        cfg = resolve(method, dict(flags, **point))
-                    except (ConfigError, TypeError) as e:
-                        raise ConfigError(f"{where}, grid {point}: {e}") from None
-                    name = vname + "".join(f"_{k}{_fmt(v)}" for k, v in point.items() if plain[k] != v)
-                    run = Run(ds_name, method, name, phases, seed, cfg.to_dict())
+                    at = f"{where}, grid {point}" if point else where
+                    cfg = _resolve(at, method, dict(flags, **point))
+                    name = variant_name(vname, method, flags, plain, point, cfg, at)
+                    run = Run(ds_name, method, name, phases, seed, cfg)
                     prev = runs.setdefault(run.key, run)
-                    if prev.settings != run.settings:
-                        raise ConfigError(f"{where}: run {run.path} is defined twice with different settings")
+                    if deps.run_dependencies(prev.cfg) != deps.run_dependencies(cfg):
+                        raise ConfigError(f"{at}: run {'/'.join(map(str, run.key))} is defined twice with "
+                                          "different settings")
                     if exp_name not in prev.experiments:
                         prev.experiments.append(exp_name)
-    _check_bases(runs.values())
+    check_shared_jobs(runs.values())
     return list(runs.values())
 
 
-def _check_bases(runs) -> None:
-    seen: dict[tuple, tuple[str, dict]] = {}
+def shared_jobs(run: Run) -> dict[tuple, dict[str, Any]]:
+    """The jobs a run shares with other runs of its dataset and seed: {key: the settings the job depends on}."""
+    at = (run.dataset, run.base, run.seed)
+    return {("train_base", *at): deps.stage_settings("train_base", run.cfg, 0),
+            ("select_exemplars", *at, run.memory): deps.stage_settings("select_exemplars", run.cfg, 0),
+            ("evaluate_phase", *at, run.memory, run.evaluation): deps.stage_settings("evaluate_phase", run.cfg, 0)}
+
+
+def check_shared_jobs(runs) -> None:
+    """Runs that name the same shared job must agree on all it depends on (else one would overwrite the other)."""
+    seen: dict[tuple, tuple[Run, dict]] = {}
     for r in runs:
-        key = (r.dataset, r.base, r.seed)
-        slice_ = base_settings(r.settings)
-        if key in seen and seen[key][1] != slice_:
-            diff = sorted(k for k in slice_ if slice_[k] != seen[key][1][k])
-            raise ConfigError(f"runs {seen[key][0]} and {r.path} share base model {r.base} but differ in "
-                              f"base settings: {', '.join(diff)}")
-        seen.setdefault(key, (r.path, slice_))
+        for key, settings in shared_jobs(r).items():
+            first, theirs = seen.setdefault(key, (r, settings))
+            if theirs != settings:
+                diff = sorted(k for k in settings.keys() | theirs.keys() if settings.get(k) != theirs.get(k))
+                raise ConfigError(f"runs {'/'.join(map(str, first.key))} and {'/'.join(map(str, r.key))} share "
+                                  f"the {key[0]} job of {'/'.join(map(str, key[1:]))} but differ in "
+                                  f"{', '.join(diff)}; give them different datasets or base settings")

@@ -13,7 +13,11 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .runtime import configure, pick_device
+from .devices import describe, pick_device
+from .runtime import bf16_training, configure, prepare_environment
+
+# TorchInductor's cache, shared by every job of a workflow (relative to the working directory, where results/ is).
+COMPILE_CACHE = "results/.cache/torchinductor"
 
 
 @dataclass
@@ -21,25 +25,38 @@ class Job:
     cfg: RunConfig
     device: torch.device
     t0: float
+    workers: int = 1               # DataLoader workers for folder data
 
     def log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - self.t0:7.1f}s] {msg}", flush=True)
 
 
+def loader_workers(workers: int | None, threads: int) -> int:
+    """DataLoader workers for folder data: the setting, else one per thread of the job but the one the training
+    process keeps."""
+    return workers if workers is not None else max(1, threads - 1)
+
+
 @contextlib.contextmanager
-def job(run_settings: dict, log_path: str, threads: int = 1) -> Iterator[Job]:
+def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
+        compile_cache: str | None = COMPILE_CACHE) -> Iterator[Job]:
     """Redirect stdout/stderr to the job's log (line-buffered, so `tail -f` follows it), set torch threads and
-    the device, and log any exception with its traceback before re-raising it."""
+    the device, and log any exception with its traceback before re-raising it. run_settings: the job's params (what
+    its output depends on, ucir.deps.stage_settings); execution: how it runs (ucir.grid.execution_settings)."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         t0 = time.perf_counter()
         try:
             torch.set_num_threads(max(1, threads))
-            cfg = RunConfig.from_dict(run_settings)
-            device = pick_device(cfg.device)
-            configure(device, cfg.deterministic)
-            j = Job(cfg, device, t0)
-            j.log(f"device {device}, {threads} thread(s), torch {torch.__version__}")
+            cfg = RunConfig.from_dict({**run_settings, **execution}, check=False)
+            prepare_environment(cfg.deterministic, compile_cache if cfg.compile else None)   # before CUDA starts
+            j = Job(cfg, torch.device("cpu"), t0, loader_workers(cfg.workers, threads))
+            j.device = pick_device(cfg.device, j.log)
+            configure(j.device, cfg.deterministic)
+            training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"
+            j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, training "
+                  f"{training} (amp: {cfg.amp}), evaluation fp32, deterministic: {cfg.deterministic}"
+                  + (f", {j.workers} loader workers" if cfg.source in ("imagenet", "imagenet_subset") else ""))
             yield j
             j.log("done")
         except BaseException:

@@ -24,10 +24,23 @@ def lwf_distillation(logits: torch.Tensor, old_logits: torch.Tensor, T: float = 
     return -(target * F.log_softmax(logits[:, :num_old] / T, dim=1)).sum(dim=1).mean()
 
 
-def cosine_score_distillation(cos_old: torch.Tensor, old_cos: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 (the CN-only ablation): sum over old classes of |<theta_i, f(x)> - <theta*_i, f*(x)>|, averaged over
-    the batch. Eq. 5 prints a leading minus sign; a loss to minimise has none. cos_old, old_cos: N x C_old."""
-    return (cos_old - old_cos).abs().sum(dim=1).mean()
+def cosine_score_distillation(cos_old: torch.Tensor, old_cos: torch.Tensor, form: str = "official") -> torch.Tensor:
+    """Eq. 5 (the CN-only ablation): the current model's unscaled cosine scores of the old classes,
+    <theta_i, f(x)>, against the original model's, <theta*_i, f*(x)>. cos_old, old_cos: N x C_old.
+
+    form="official" (default): sum over old classes of the squared difference, averaged over the batch, as the
+        official code computes it (utils_incremental/incremental_train_and_eval_MS.py: MSELoss, a mean over
+        N x C_old, times num_old_classes; the current scores are the old part of the head before sigma, the
+        original model's are its logits divided by its sigma).
+    form="l1": sum over old classes of |difference|, averaged over the batch: Eq. 5 as printed. Eq. 5 also prints
+        a leading minus sign; a loss to minimise has none.
+    """
+    diff = cos_old - old_cos                                               # N x C_old
+    if form == "official":
+        return diff.square().sum(dim=1).mean()
+    if form == "l1":
+        return diff.abs().sum(dim=1).mean()
+    raise ValueError(f"form={form!r}: expected 'official' or 'l1'")
 
 
 def less_forget(features: torch.Tensor, old_features: torch.Tensor) -> torch.Tensor:
@@ -62,17 +75,18 @@ def margin_ranking(cos: torch.Tensor, targets: torch.Tensor, num_old: int, k: in
     cos: N x C unscaled cosine scores over all seen classes (classes < num_old are old).
     reduction="pairs" (default): mean over the anchor x K pairs, as the official code does (1/K of Eq. 9);
     reduction="anchors": sum over K, mean over anchors, as Eq. 9 prints it.
-    A batch without old-class samples gives 0, still connected to the graph.
+    A batch without old-class samples gives 0, still connected to the graph. Written with a mask instead of
+    selecting the anchors, so that no step waits for the GPU to say how many there are.
     """
-    anchors = targets < num_old
-    if not bool(anchors.any()) or cos.shape[1] <= num_old:
+    if cos.shape[1] <= num_old:
         return cos.sum() * 0.0
-    a_cos = cos[anchors]                                                   # A x C
-    pos = a_cos.gather(1, targets[anchors].unsqueeze(1))                   # A x 1
-    neg = a_cos[:, num_old:].topk(k, dim=1).values                         # A x K
-    hinge = F.relu(margin - pos + neg)                                     # A x K
+    anchors = (targets < num_old).unsqueeze(1)                             # N x 1
+    pos = cos.gather(1, targets.unsqueeze(1))                              # N x 1
+    neg = cos[:, num_old:].topk(k, dim=1).values                           # N x K
+    hinge = torch.where(anchors, F.relu(margin - pos + neg), 0.0)          # N x K, 0 on non-anchors
+    n_anchors = anchors.sum().clamp(min=1)                                 # A (1 when there is none: 0 / 1)
     if reduction == "pairs":
-        return hinge.mean()
+        return hinge.sum() / (n_anchors * k)
     if reduction == "anchors":
-        return hinge.sum(dim=1).mean()
+        return hinge.sum() / n_anchors
     raise ValueError(f"reduction={reduction!r}: expected 'pairs' or 'anchors'")

@@ -1,26 +1,16 @@
-"""Device choice, seeding and the speed switches that do not change CPU arithmetic."""
+"""Seeding, numerics (bf16 training, fp32 decisions, determinism) and the speed switches that do not change CPU
+arithmetic. Which device a job runs on is ucir.devices."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: CUDA when present, else CPU. cuda: fail clearly if there is none. With several visible GPUs (a
-    workstation running jobs side by side) the one with the most free memory is taken."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but torch.cuda.is_available() is False")
-    n = torch.cuda.device_count()
-    best = max(range(n), key=lambda i: torch.cuda.mem_get_info(i)[0]) if n > 1 else 0
-    return torch.device("cuda", best)
 
 
 def derived_seed(seed: int, phase: int, stage: int = 0) -> int:
@@ -54,10 +44,26 @@ def retain_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
+CUBLAS_WORKSPACE = ":4096:8"                                            # cuBLAS's deterministic workspace
+
+
+def prepare_environment(deterministic: bool, compile_cache: str | os.PathLike | None = None) -> None:
+    """What must be in the environment before CUDA starts: cuBLAS's deterministic workspace when determinism is
+    asked for (cuBLAS reads it once, when it starts), and a compile cache shared by every job (TorchInductor's, with
+    its Triton kernels) so that `compile: true` compiles each graph once, not in every job. Values already set
+    win."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    if compile_cache is not None:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(compile_cache).resolve()))
+
+
 def configure(device: torch.device, deterministic: bool, keep_freed_memory: bool = True) -> None:
-    """cudnn autotuning unless determinism is asked for (which costs speed on CUDA). On CPU, freed memory is kept
-    for reuse (retain_freed_memory); on CUDA the training step's memory is the CUDA caching allocator's already, and
-    host memory is left to glibc so that DataLoader workers do not each keep their peak heap."""
+    """cudnn autotuning and TF32 unless determinism is asked for. deterministic=True makes every
+    nondeterministic kernel an error (not a warning), on CUDA with cuBLAS's deterministic workspace
+    (prepare_environment; set here too if CUDA has not started yet). On CPU, freed memory is kept for reuse
+    (retain_freed_memory); on CUDA the training step's memory is the CUDA caching allocator's already, and host
+    memory is left to glibc so that DataLoader workers do not each keep their peak heap."""
     if keep_freed_memory and device.type == "cpu":
         retain_freed_memory()
     if device.type == "cuda":
@@ -66,9 +72,38 @@ def configure(device: torch.device, deterministic: bool, keep_freed_memory: bool
         torch.backends.cuda.matmul.allow_tf32 = not deterministic
         torch.backends.cudnn.allow_tf32 = not deterministic
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        prepare_environment(True)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+BF16_CAPABILITY = (8, 0)                                                 # Ampere: native bf16 tensor cores
+
+
+def bf16_training(amp: bool | str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast. amp="auto": on CUDA GPUs of compute capability >= 8.0 only (fp32
+    on the CPU and on older GPUs); True: wherever bf16 is fast, the CPU included, fp32 on GPUs older than 8.0;
+    False: never."""
+    if amp is False or device.type not in ("cuda", "cpu"):
+        return False
+    if device.type == "cpu":
+        return amp is True
+    return tuple(torch.cuda.get_device_capability(device)) >= BF16_CAPABILITY
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU results stay fp32)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast for training when `enabled` (the result of bf16_training)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextlib.contextmanager
+def full_precision():
+    """fp32 arithmetic for everything that makes a decision or a stored statistic (evaluation logits, NME,
+    herding and imprinting features, class means): autocast off, whatever the caller had on, and no TF32 in
+    CUDA matmuls and convolutions."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -9,8 +9,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import ConfigError
+from .config import ENUMS, METHODS, ConfigError
 from .grid import Run, check_dataset_paths, expand_runs
+from .report import EXPERIMENT_PLOTS
 
 
 def _allowed(schema: dict) -> str:
@@ -38,14 +39,43 @@ def schema_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     return out
 
 
+def grid_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every grid value checked against the schema of its setting (the checks a setting gets elsewhere), naming the
+    experiment, the key and the value."""
+    settings = schema["$defs"]["settings"]["properties"]
+    out = []
+    for name, exp in config["experiments"].items():
+        for key, values in (exp.get("grid") or {}).items():
+            where = f"experiments.{name}.grid.{key}"
+            if key not in settings:
+                out.append(f"{where}: unknown setting {key!r}; allowed: {', '.join(settings)}")
+                continue
+            validator = jsonschema.Draft202012Validator({**settings[key], "$defs": schema["$defs"]})
+            for value in values:
+                for e in validator.iter_errors(value):
+                    out.append(f"{where}: {value!r} is not allowed ({e.message}); allowed: {_allowed(e.schema)}")
+    return out
+
+
+def _fill_enums(node: Any, enums: dict[str, tuple]) -> Any:
+    if isinstance(node, dict):
+        node = {k: _fill_enums(v, enums) for k, v in node.items()}
+        if "enum_from" in node:
+            node["enum"] = list(enums[node.pop("enum_from")])
+        return node
+    return [_fill_enums(v, enums) for v in node] if isinstance(node, list) else node
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
+    """The workflow's JSON schema, each `enum_from: <name>` replaced by the package's list of allowed values."""
     with open(path) as f:
-        return yaml.safe_load(f)
+        return _fill_enums(yaml.safe_load(f), {**ENUMS, "method": METHODS, "plot": EXPERIMENT_PLOTS})
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any]) -> list[Run]:
     """Raise ConfigError on the first problem; return the runs the configuration asks for."""
     errors = schema_errors(config, schema)
+    errors += [] if errors else grid_errors(config, schema)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
     check_dataset_paths(config)

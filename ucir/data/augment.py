@@ -18,15 +18,24 @@ def draw_crop_flip(n: int, pad: int, g: torch.Generator) -> tuple[torch.Tensor, 
     return dy, dx, flip
 
 
+def epoch_draws(indices: torch.Tensor, train: bool, pad: int,
+                g: torch.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """An epoch's order and its crop/flip draws, all at once: `indices` shuffled when training, then the offsets and
+    flips of every image in that order (None at test time). Every loader draws from `g` in this order, which is
+    what makes the device path and the per-sample reference pipeline identical; drawing the whole epoch at once
+    lets the device path copy it to the GPU in one transfer instead of one per batch."""
+    if not train:
+        return indices, None
+    indices = indices[torch.randperm(len(indices), generator=g)]
+    return indices, draw_crop_flip(len(indices), pad, g)
+
+
 def index_batches(indices: torch.Tensor, batch_size: int, train: bool, pad: int, g: torch.Generator | None):
-    """Chunks of `indices` (shuffled when training), each with its crop/flip draws (None at test time). One
-    permutation, then per batch the offsets and flips: every loader draws from `g` in this order, which is what
-    makes the device path and the per-sample reference pipeline identical."""
-    if train:
-        indices = indices[torch.randperm(len(indices), generator=g)]
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
-        yield idx, (draw_crop_flip(len(idx), pad, g) if train else None)
+    """Chunks of the epoch's order, each with its crop/flip draws (None at test time); see epoch_draws."""
+    order, draws = epoch_draws(indices, train, pad, g)
+    for start in range(0, len(order), batch_size):
+        sl = slice(start, start + batch_size)
+        yield order[sl], (None if draws is None else tuple(d[sl] for d in draws))
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Reading the real datasets from disk into ArraySplit / FolderSplit (targets = original class ids).
 
 All file reading is torchvision's own (CIFAR100, the MNIST idx readers, ImageFolder's scan); this module finds
-the files, turns every way they can be missing or broken into a DatasetError that says what is wrong, what layout
-is expected and how to get the data, and dispatches by the config's `source`.
+the files and turns every way they can be missing or broken into a DatasetError that says what is wrong, what
+layout is expected and how to get the data (ucir.data.load_splits dispatches by the config's `source`).
 """
 from __future__ import annotations
 
@@ -21,11 +21,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import check_integrity
 
-from .splits import ArraySplit, FolderSplit, Split, subsample_per_class
-from .synthetic import make_synthetic
-
-SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
-
+from ..io import save_text
+from .splits import ArraySplit, FolderSplit
 
 class DatasetError(RuntimeError):
     """A dataset is missing, incomplete or corrupt: the message says what, the expected layout, how to get it."""
@@ -76,7 +73,7 @@ def _warn_if_not_official(folder: str) -> None:
                       "results may not be comparable to the paper's", stacklevel=3)
 
 
-def load_cifar100(root: str, download: bool = False) -> tuple[ArraySplit, ArraySplit]:
+def load_cifar100(root: str, download: bool = False, test: bool = True) -> tuple[ArraySplit, ArraySplit | None]:
     """(train, test) of CIFAR-100 from root/cifar-100-python/{train,test,meta}; downloaded first (by torchvision,
     archive md5 checked) when files are missing and `download` is true. Images are uint8 N x 3 x 32 x 32, targets
     the original fine-label ids 0..99."""
@@ -88,7 +85,7 @@ def load_cifar100(root: str, download: bool = False) -> tuple[ArraySplit, ArrayS
             f"{CIFAR_LAYOUT.format(root=root)}. Set `download: true` in the config to let torchvision fetch it, "
             f"or fetch cifar-100-python.tar.gz yourself and extract it into {root}.")
     splits = []
-    for train in (True, False):
+    for train in (True, False) if test else (True,):
         try:
             ds = _CIFAR100Files(root, train=train, download=download and train)
         except (OSError, RuntimeError) as e:  # network failure, bad archive md5, files still missing
@@ -106,7 +103,7 @@ def load_cifar100(root: str, download: bool = False) -> tuple[ArraySplit, ArrayS
         images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
         splits.append(ArraySplit(images, torch.as_tensor(ds.targets, dtype=torch.int64)))
     _warn_if_not_official(folder)
-    return splits[0], splits[1]
+    return splits[0], splits[1] if test else None
 
 
 # ------------------------------------------------------------------------------------------------ Fashion-MNIST
@@ -140,7 +137,7 @@ def _read_idx(path: str, reader) -> torch.Tensor:
                            "reinstall or re-download it.") from e
 
 
-def load_fashion_mnist(root: str) -> tuple[ArraySplit, ArraySplit]:
+def load_fashion_mnist(root: str, test: bool = True) -> tuple[ArraySplit, ArraySplit | None]:
     """(train, test) of Fashion-MNIST from the four idx files, gzipped or not, either directly in `root` (e.g.
     Debian's /usr/share/datasets/fashion-mnist/) or in torchvision's root/FashionMNIST/raw/. Images are uint8
     N x 1 x 28 x 28, targets 0..9."""
@@ -153,14 +150,14 @@ def load_fashion_mnist(root: str) -> tuple[ArraySplit, ArraySplit]:
             f"in {root} or in {folders[1]}. Get them with `apt-get install dataset-fashion-mnist` (root "
             "/usr/share/datasets/fashion-mnist) or from the Fashion-MNIST project page.")
     splits = []
-    for image_name, label_name in MNIST_FILES.values():
+    for image_name, label_name in [MNIST_FILES["train"]] + ([MNIST_FILES["test"]] if test else []):
         image_path, label_path = _idx_path(folder, image_name), _idx_path(folder, label_name)
         images, labels = _read_idx(image_path, read_image_file), _read_idx(label_path, read_label_file)
         if images.shape[1:] != (28, 28) or len(images) != len(labels):
             raise DatasetError(f"Fashion-MNIST files {image_path} ({tuple(images.shape)}) and {label_path} "
                                f"({len(labels)} labels) do not fit together (expected N x 28 x 28 and N).")
         splits.append(ArraySplit(images.unsqueeze(1).contiguous(), labels.to(torch.int64)))
-    return splits[0], splits[1]
+    return splits[0], splits[1] if test else None
 
 
 # ----------------------------------------------------------------------------------------------------- ImageNet
@@ -185,15 +182,16 @@ def _imagenet_classes(train_dir: str) -> list[str]:
         raise DatasetError(f"no class folders in {train_dir}; expected {train_dir}/<wnid>/*.JPEG") from e
 
 
-def load_imagenet(root: str, classes: list[str] | None = None) -> tuple[FolderSplit, FolderSplit]:
+def load_imagenet(root: str, classes: list[str] | None = None,
+                  test: bool = True) -> tuple[FolderSplit, FolderSplit | None]:
     """(train, val) file lists of ImageNet in ImageFolder layout, root/{train,val}/<wnid>/*.JPEG. With `classes`,
     only those folders are used and a class's id is its index in sorted(classes); otherwise all folders of
     train/, id = index in the sorted folder names (ImageFolder's rule). val/ uses the same mapping."""
-    train_dir, val_dir = _imagenet_dir(root, "train"), _imagenet_dir(root, "val")
+    train_dir, val_dir = _imagenet_dir(root, "train"), _imagenet_dir(root, "val") if test else None
     available = _imagenet_classes(train_dir)
     if classes is None:
         chosen = available
-        extra = sorted({e.name for e in os.scandir(val_dir) if e.is_dir()} - set(chosen))
+        extra = sorted({e.name for e in os.scandir(val_dir) if e.is_dir()} - set(chosen)) if test else []
         if extra:
             raise DatasetError(f"{val_dir} has class folders that {train_dir} lacks: {', '.join(extra[:10])}")
     else:
@@ -205,7 +203,7 @@ def load_imagenet(root: str, classes: list[str] | None = None) -> tuple[FolderSp
             raise DatasetError(f"classes not found in {train_dir}: {', '.join(unknown[:10])}")
     class_to_idx = {c: i for i, c in enumerate(chosen)}
     splits = []
-    for directory in (train_dir, val_dir):
+    for directory in (train_dir, val_dir) if test else (train_dir,):
         absent = [c for c in chosen if not os.path.isdir(os.path.join(directory, c))]
         if absent:
             raise DatasetError(f"class folders missing in {directory}: {', '.join(absent[:10])}"
@@ -216,7 +214,7 @@ def load_imagenet(root: str, classes: list[str] | None = None) -> tuple[FolderSp
         except FileNotFoundError as e:  # a class folder without images
             raise DatasetError(f"in {directory}: {e}") from e
         splits.append(FolderSplit(samples, torch.tensor([t for _, t in samples], dtype=torch.int64)))
-    return splits[0], splits[1]
+    return splits[0], splits[1] if test else None
 
 
 def imagenet_subset_classes(root: str, num: int = 100, seed: int = 1993) -> list[str]:
@@ -242,44 +240,5 @@ def imagenet_subset_classes(root: str, num: int = 100, seed: int = 1993) -> list
 
 
 def write_class_list(path: str, classes: list[str]) -> None:
-    """Write one class name per line, atomically (a temporary file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(f"{c}\n" for c in classes))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-# ----------------------------------------------------------------------------------------------------- dispatch
-
-def load_splits(source: str, root: str | None, download: bool = False, *, num_classes: int | None = None,
-                train_per_class: int | None = None, test_per_class: int | None = None,
-                synthetic_seed: int = 0, subset_seed: int = 1993) -> tuple[Split, Split]:
-    """(train, test) for a config's `source`, targets = original class ids.
-
-    `num_classes` is used by "synthetic" (required) and "imagenet_subset" (default 100). For real sources
-    `train_per_class` / `test_per_class`, when given, keep that many images per class (fixed seed); for
-    "synthetic" they are the generated sizes (default 500 / 100).
-    """
-    if source not in SOURCES:
-        raise ValueError(f"unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
-    if source == "synthetic":
-        if num_classes is None:
-            raise ValueError("source 'synthetic' needs num_classes")
-        return make_synthetic(num_classes, train_per_class or 500, test_per_class or 100, seed=synthetic_seed)
-    if root is None:
-        raise ValueError(f"source {source!r} needs a data root")
-    if source == "cifar100":
-        train, test = load_cifar100(root, download)
-    elif source == "fashion_mnist":
-        train, test = load_fashion_mnist(root)
-    elif source == "imagenet":
-        train, test = load_imagenet(root)
-    else:
-        train, test = load_imagenet(root, imagenet_subset_classes(root, num_classes or 100, subset_seed))
-    return subsample_per_class(train, train_per_class), subsample_per_class(test, test_per_class)
+    """Write one class name per line, atomically (ucir.io)."""
+    save_text("".join(f"{c}\n" for c in classes), path)

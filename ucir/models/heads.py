@@ -43,9 +43,13 @@ class CosineLinear(nn.Module):
         return cos if self.sigma is None else self.sigma * cos             # Eq. 4
 
     @torch.no_grad()
-    def add_classes(self, new_weight: torch.Tensor, freeze_old: bool) -> None:
-        """Append rows for new classes; with freeze_old every existing row moves into the frozen buffer."""
-        new_weight = new_weight.to(self.weight)
+    def add_classes(self, new: int | torch.Tensor, freeze_old: bool = False) -> None:
+        """Append rows for new classes: these rows (e.g. imprinted), or that many drawn as at initialisation (on
+        the CPU, so every device draws the same); with freeze_old every existing row moves into the frozen buffer."""
+        if isinstance(new, int):
+            bound = 1.0 / math.sqrt(self.in_features)
+            new = torch.empty(new, self.in_features).uniform_(-bound, bound)
+        new_weight = new.to(self.weight)
         if freeze_old:
             self.frozen = self.full_weight().detach().clone()
             self.weight = nn.Parameter(new_weight.clone())
@@ -67,9 +71,14 @@ class LinearHead(nn.Linear):
     """Eq. 3: theta_i^T f(x) + b_i. Grows by appending freshly initialised rows."""
 
     @torch.no_grad()
-    def add_classes(self, num_new: int) -> None:
+    def add_classes(self, new: int | torch.Tensor, freeze_old: bool = False) -> None:
+        """Append rows for new classes: these rows (with fresh biases), or that many freshly initialised."""
+        if freeze_old:
+            raise ValueError("freeze_old: only a cosine head keeps frozen rows (Sec. 3.3)")
+        num_new = new if isinstance(new, int) else len(new)
         fresh = nn.Linear(self.in_features, num_new).to(self.weight)
-        self.weight = nn.Parameter(torch.cat([self.weight, fresh.weight]))
+        weight = fresh.weight if isinstance(new, int) else new.to(self.weight)
+        self.weight = nn.Parameter(torch.cat([self.weight, weight]))
         self.bias = nn.Parameter(torch.cat([self.bias, fresh.bias]))
         self.out_features += num_new
 

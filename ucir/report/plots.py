@@ -1,9 +1,9 @@
 """The figures of the report, one function per figure of the paper (the code lives in ucir.report.figures)."""
-from .figures.ablation import components_bars, lambda_bars, memory_curves
+from .figures.ablation import plot_components, plot_adaptive_weight, plot_memory
 from .figures.common import label, select_runs
-from .figures.confusion import confusion_matrices
-from .figures.curves import accuracy_curves
-from .figures.heads import weight_norms
+from .figures.confusion import plot_confusion
+from .figures.accuracy import plot_accuracy
+from .figures.weight_norms import plot_weight_norms
 
-__all__ = ["accuracy_curves", "components_bars", "confusion_matrices", "label", "lambda_bars", "memory_curves",
-           "select_runs", "weight_norms"]
+__all__ = ["plot_accuracy", "plot_components", "plot_confusion", "label", "plot_adaptive_weight", "plot_memory",
+           "select_runs", "plot_weight_norms"]

@@ -1,5 +1,7 @@
-"""Tidy tables: one row per run x phase, a summary per setting (mean and std over seeds), and the comparison with
-the paper's published CIFAR-100 numbers."""
+"""Tidy tables: one row per run x phase, the accuracy matrix (one row per run x phase x class group x classifier), a
+summary per setting (mean and std over seeds), and the comparison with the paper's published CIFAR-100 numbers.
+Every float in them is a percentage (or percentage points); the CSVs round them to 2 decimals (write_csv), while
+metrics.json and summary.json keep full precision."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,12 +9,15 @@ from typing import Any
 import pandas as pd
 
 from ..io import save_json
-from ..metrics import average_incremental_accuracy, forgetting
+from ..metrics import average_incremental_accuracy, backward_transfer, forgetting, mean_defined
 
 RUN_KEYS = ["dataset", "method", "variant", "phases", "seed"]
 SETTING_KEYS = ["dataset", "method", "variant", "phases"]
-METRICS = ["cnn_all", "cnn_old", "cnn_new", "nme_all", "nme_old", "nme_new"]
+CLASSIFIERS = ["cnn", "nme"]
+METRICS = [f"{clf}_{part}" for clf in CLASSIFIERS for part in ("all", "old", "new", "top5")]
 PHASE_COLS = RUN_KEYS + ["phase", "classes_seen"] + METRICS
+MATRIX_COLS = RUN_KEYS + ["phase", "group", "classifier", "accuracy"]
+DECIMALS = 2                                    # of every percentage in a CSV
 
 # Average incremental accuracy (%) on CIFAR-100 B50, R_per = 20, from the legends of the paper's Fig. 5;
 # the iCaRL numbers are its NME classifier (iCaRL-NME).
@@ -26,6 +31,16 @@ PAPER = [
 PAPER_PROTOCOL = {"source": "cifar100", "num_classes": 100, "base_classes": 50, "per_class": 20, "total": None,
                   "train_per_class": None, "test_per_class": None}
 PAPER_SETTING = "CIFAR-100, B50, R_per = 20, full data"
+# what the paper says about the runs behind each Fig. 5 number (caption: "three runs"; Sec. 4.1: "the classes are
+# arranged in a fixed random order"; the official code's order is np.random.seed(1993))
+PAPER_RUNS = 3
+PAPER_ORDERS = "not stated: 3 runs (Fig. 5 caption) of 'a fixed random order' (Sec. 4.1); official code: seed 1993"
+
+
+def write_csv(df: pd.DataFrame, path: str) -> None:
+    """Every table's CSV writer: floats (all percentages) rounded to DECIMALS, so float32 noise such as
+    57.499998807907104 is written as 57.5."""
+    df.round(DECIMALS).to_csv(path, index=False)
 
 
 def _nan(x):
@@ -37,34 +52,55 @@ def phase_rows(metrics: list[dict], identity: dict) -> list[dict]:
     for m in metrics:
         row = {k: identity[k] for k in RUN_KEYS}
         row.update(phase=m["phase"], classes_seen=m["classes_seen"])
-        for clf in ("cnn", "nme"):
+        for clf in CLASSIFIERS:
             for part in ("all", "old", "new"):
                 row[f"{clf}_{part}"] = _nan((m.get(clf) or {}).get(part))
+            row[f"{clf}_top5"] = _nan(m.get(f"{clf}_top5"))           # None with 5 classes or fewer
         rows.append(row)
     return rows
 
 
-def run_summary(metrics: list[dict], identity: dict) -> dict[str, Any]:
-    """Average incremental accuracy (all phases, base included), final accuracy and forgetting, CNN and NME."""
+def matrix_rows(metrics: list[dict], identity: dict) -> list[dict]:
+    """The accuracy matrix in long form: after each phase, the accuracy on each class group learned so far
+    (group 0 = base classes, group j = the classes of phase j), per classifier."""
+    rows = []
+    for m in metrics:
+        for clf in CLASSIFIERS:
+            for g, acc in enumerate(m.get(f"{clf}_groups") or []):
+                rows.append(dict({k: identity[k] for k in RUN_KEYS}, phase=m["phase"], group=g, classifier=clf,
+                                 accuracy=_nan(acc)))
+    return rows
+
+
+def run_summary(metrics: list[dict], identity: dict, settings: dict) -> dict[str, Any]:
+    """Per classifier (CNN, NME): average incremental accuracy (all phases, base included), final accuracy,
+    forgetting and backward transfer (over the class groups), and the average top-5 accuracy over the phases with
+    more than 5 classes seen. NaN where some phase lacks the classifier (e.g. NME without exemplars).
+    settings: what the run's results depend on (ucir.deps.run_settings), recorded as its `config`."""
     metrics = sorted(metrics, key=lambda m: m["phase"])
-    out = dict(identity, rows=phase_rows(metrics, identity), config=metrics[-1]["config"],
-               provenance=metrics[-1]["provenance"])
-    for clf in ("cnn", "nme"):
+    out = dict(identity, rows=phase_rows(metrics, identity), matrix=matrix_rows(metrics, identity),
+               config=settings, provenance=metrics[-1]["provenance"])
+    nan = float("nan")
+    for clf in CLASSIFIERS:
         accs = [(m.get(clf) or {}).get("all") for m in metrics]
         ok = all(a is not None for a in accs)
-        out[f"avg_inc_{clf}"] = average_incremental_accuracy(accs) if ok else float("nan")
-        out[f"final_{clf}"] = accs[-1] if ok else float("nan")
+        out[f"avg_inc_{clf}"] = average_incremental_accuracy(accs) if ok else nan
+        out[f"final_{clf}"] = accs[-1] if ok else nan
         groups = [m.get(f"{clf}_groups") for m in metrics]
-        out[f"forgetting_{clf}"] = forgetting(groups) if ok and all(groups) and len(groups) > 1 else float("nan")
+        full = ok and all(groups) and len(groups) > 1
+        out[f"forgetting_{clf}"] = forgetting(groups) if full else nan
+        out[f"bwt_{clf}"] = backward_transfer(groups) if full else nan
+        out[f"avg_inc_top5_{clf}"] = mean_defined([m.get(f"{clf}_top5") for m in metrics]) if ok else nan
     return out
 
 
 def write_run_outputs(summary: dict, summary_path: str, table_path: str) -> None:
     save_json(summary, summary_path)
-    pd.DataFrame(summary["rows"]).to_csv(table_path, index=False)
+    write_csv(pd.DataFrame(summary["rows"], columns=PHASE_COLS), table_path)
 
 
-SUMMARY_COLS = ["avg_inc_cnn", "avg_inc_nme", "final_cnn", "final_nme", "forgetting_cnn", "forgetting_nme"]
+SUMMARY_COLS = [f"{name}_{clf}" for name in ("avg_inc", "final", "forgetting", "bwt", "avg_inc_top5")
+                for clf in CLASSIFIERS]
 
 
 def paper_protocol(settings: dict) -> bool:
@@ -92,9 +128,25 @@ def aggregate(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     return phases.reset_index(drop=True), summary, paper_comparison(runs)
 
 
+def accuracy_matrix(summaries: list[dict]) -> pd.DataFrame:
+    """The accuracy matrices of all runs of one dataset, long form (MATRIX_COLS), from the runs' summaries."""
+    rows = [r for s in summaries for r in s.get("matrix", [])]
+    df = pd.DataFrame(rows, columns=MATRIX_COLS).sort_values(RUN_KEYS + ["phase", "group", "classifier"])
+    return df.reset_index(drop=True)
+
+
+def accuracy_matrix_wide(matrix: pd.DataFrame) -> pd.DataFrame:
+    """The same matrix for reading: one row per run x classifier x phase, one column per class group."""
+    wide = matrix.pivot_table(index=RUN_KEYS + ["classifier", "phase"], columns="group", values="accuracy",
+                              aggfunc="first", dropna=False)
+    wide.columns = [f"group {g}" for g in wide.columns]
+    return wide.dropna(how="all").reset_index()
+
+
 def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
     """The paper's average incremental accuracies beside ours (mean and std over seeds of the default-variant runs
-    under the paper's protocol) and ours - paper, in percentage points, rounded to 2 decimals."""
+    under the paper's protocol) and ours - paper, in percentage points, with the runs / class orders behind each
+    side: the paper's as it states them (PAPER_ORDERS), ours as the seeds averaged (a seed is a class order)."""
     rows = []
     for method, clf, p, value, name in PAPER:
         sel = runs[runs.paper_protocol & (runs.method == method) & (runs.variant == "default") & (runs.phases == p)]
@@ -102,9 +154,11 @@ def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
         mean = float(acc.mean()) if len(acc) else float("nan")
         std = float(acc.std()) if len(acc) > 1 else float("nan")
         rows.append({"method": name, "classifier": clf.upper(), "phases": p, "paper": value,
-                     "ours_mean": mean, "ours_std": std, "seeds": len(acc), "difference": mean - value,
+                     "paper_runs": PAPER_RUNS, "paper_class_orders": PAPER_ORDERS,
+                     "ours_mean": mean, "ours_std": std, "seeds": len(acc),
+                     "ours_class_orders": ", ".join(str(s) for s in sorted(sel.seed)), "difference": mean - value,
                      "setting": PAPER_SETTING if len(acc) else f"no run with the paper's setting ({PAPER_SETTING})"})
-    return pd.DataFrame(rows).round({"ours_mean": 2, "ours_std": 2, "difference": 2})
+    return pd.DataFrame(rows)
 
 
 def run_averages(phases: pd.DataFrame) -> pd.DataFrame:
@@ -113,3 +167,9 @@ def run_averages(phases: pd.DataFrame) -> pd.DataFrame:
     g = phases.groupby(RUN_KEYS, sort=True)[["cnn_all", "nme_all"]]
     out = g.agg(lambda s: s.mean(skipna=False)).reset_index()
     return out.rename(columns={"cnn_all": "avg_inc_cnn", "nme_all": "avg_inc_nme"})
+
+
+def read_run_tables(paths: list[str]) -> pd.DataFrame:
+    """The per-run phase tables (results/.../phases.csv) of the runs a figure draws, as one table."""
+    frames = [pd.read_csv(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PHASE_COLS)

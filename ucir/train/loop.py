@@ -15,7 +15,7 @@ from .. import losses as L
 from ..config import RunConfig, Schedule
 from ..io import load_torch, save_torch
 from ..models import IncrementalNet
-from ..runtime import autocast
+from ..runtime import autocast, bf16_training
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,32 +36,31 @@ class Objective:
 
     def terms(self, net: IncrementalNet, x: torch.Tensor,
               y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The weighted loss terms of one batch, and the logits (N x C)."""
-        cfg = self.cfg
+        """The weighted loss terms of one batch, and the logits (N x C). Without old classes or a teacher (the
+        base phase) only Eq. 1 applies, and no incremental setting is read."""
         feats = net.features(x)                                            # N x D
         logits = net.head(feats)                                           # N x C
         out = {"ce": L.classification(logits.float(), y)}                   # Eq. 1
-        use_teacher = self.teacher is not None and self.num_old > 0
-        need_cos = cfg.head == "cosine" and (cfg.margin_ranking or cfg.distill == "cosine_scores")
-        cos = net.head.cosine(feats).float() if need_cos else None         # N x C, unscaled
-        if use_teacher and cfg.distill != "none":
+        if self.teacher is None or self.num_old == 0:
+            return out, logits
+        cfg, old, teacher = self.cfg, self.num_old, self.teacher
+        cos = None                                                         # N x C unscaled, computed once
+        if cfg.distill == "feature":                                       # Eq. 6
             with torch.inference_mode():
-                t_feats = self.teacher.features(x)
-                if cfg.distill == "cosine_scores":
-                    t_out = self.teacher.head.cosine(t_feats)
-                elif cfg.distill == "kd":
-                    t_out = self.teacher.head(t_feats)
-            t_feats = t_feats.float().clone()                              # usable by autograd
-            t_out = t_out.float().clone() if cfg.distill != "feature" else None
-            if cfg.distill == "feature":                                   # Eq. 6
-                out["lf"] = self.lam * L.less_forget(feats.float(), t_feats)
-            elif cfg.distill == "cosine_scores":                           # Eq. 5
-                out["cs"] = self.lam * L.cosine_score_distillation(cos[:, :self.num_old], t_out)
-            elif cfg.distill == "kd":                                      # Eq. 2
-                out["kd"] = self.lam * L.lwf_distillation(logits.float(), t_out[:, :self.num_old], cfg.kd_T)
-        if cfg.margin_ranking and self.num_old > 0:                        # Eq. 8
-            out["mr"] = cfg.mr_weight * L.margin_ranking(cos, y, self.num_old, cfg.K, cfg.margin,
-                                                         cfg.mr_reduction)
+                t_feats = teacher.features(x)                              # N x D
+            out["lf"] = self.lam * L.less_forget(feats.float(), t_feats.float().clone())
+        elif cfg.distill == "cosine_scores":                               # Eq. 5
+            with torch.inference_mode():
+                t_cos = teacher.head.cosine(teacher.features(x))           # N x C_old, unscaled
+            cos = net.head.cosine(feats).float()
+            out["cs"] = self.lam * L.cosine_score_distillation(cos[:, :old], t_cos.float().clone(), cfg.cs_loss)
+        elif cfg.distill == "kd":                                          # Eq. 2
+            with torch.inference_mode():
+                t_logits = teacher(x)                                      # N x C_old
+            out["kd"] = self.lam * L.lwf_distillation(logits.float(), t_logits[:, :old].float().clone(), cfg.kd_T)
+        if cfg.margin_ranking:                                             # Eq. 8
+            cos = net.head.cosine(feats).float() if cos is None else cos
+            out["mr"] = cfg.mr_weight * L.margin_ranking(cos, y, old, cfg.K, cfg.margin, cfg.mr_reduction)
         return out, logits
 
 
@@ -94,12 +93,15 @@ class _SigtermFlag:
 def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, s: Schedule, *,
         device: torch.device, g: torch.Generator, log: Callable[[str], None], desc: str,
         params=None, state_path: str | Path | None = None, checkpoint_every: int = 0,
-        fingerprint: str = "", amp: bool = True,
+        fingerprint: str = "", amp: bool | str = "auto",
         train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
     """Train `net` on data[indices] for s.epochs. `params`: parameters to optimise (default: all that require
     grad). state_path: where a resumable state is kept (every `checkpoint_every` epochs and on SIGTERM); a state
     there is resumed from when its `fingerprint` (what the stage depends on) matches, and ignored otherwise.
-    train_mode: sets train/eval per module each epoch (default net.train())."""
+    amp: bf16 autocast as ucir.runtime.bf16_training decides. train_mode: sets train/eval per module each epoch
+    (default net.train()). A step converts no tensor to a Python value, so on CUDA it never waits for the GPU:
+    loss sums, accuracy and the non-finite check stay on the device until the epoch's log line."""
+    bf16 = bf16_training(amp, device)
     params = [p for p in (params if params is not None else net.parameters()) if p.requires_grad]
     opt, sched = make_optimizer(params, s)
     start_epoch, skip_batches = 0, 0
@@ -132,7 +134,7 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
             for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
                 if b < skip_batches:                                       # replaying a resumed epoch's draws
                     continue
-                with autocast(device, amp):
+                with autocast(device, bf16):
                     terms, logits = objective.terms(net, x, y)
                 loss = sum(terms.values())
                 opt.zero_grad(set_to_none=True)

@@ -19,9 +19,10 @@ import torch
 from ..checkpoint import load_model, make_checkpoint, to_device
 from ..config import RunConfig
 from ..data import RunData
+from ..deps import stage_settings
 from ..features import extract
 from ..losses import adaptive_lambda
-from ..models import CosineLinear, build_model, imprint
+from ..models import build_model, imprint
 from ..runtime import seed_everything
 from .loop import Objective, fit
 
@@ -35,10 +36,10 @@ def _teacher(ckpt: dict, cfg: RunConfig, phase: int, device: torch.device):
     return t
 
 
-def fingerprint(cfg: RunConfig, phase: int, *inputs: dict) -> str:
-    """What a stage's result depends on: the configuration, the phase and its input checkpoints' weights. A
-    resumable state is only resumed by a job with the same fingerprint."""
-    h = hashlib.sha256(json.dumps([cfg.to_dict(), phase], sort_keys=True, default=str).encode())
+def fingerprint(stage: str, cfg: RunConfig, phase: int, *inputs: dict) -> str:
+    """What a stage's result depends on: its settings (ucir.deps.stage_settings), the phase and its input
+    checkpoints' weights. A resumable state is only resumed by a job with the same fingerprint."""
+    h = hashlib.sha256(json.dumps([stage_settings(stage, cfg, phase), phase], sort_keys=True).encode())
     for ckpt in inputs:
         for k, v in sorted(ckpt.get("model", ckpt).items()):
             h.update(k.encode())
@@ -47,7 +48,14 @@ def fingerprint(cfg: RunConfig, phase: int, *inputs: dict) -> str:
 
 
 def distill_weight(cfg: RunConfig, num_old: int, num_new: int) -> float:
-    if cfg.distill in ("feature", "cosine_scores"):
+    """Weight of the distillation term. Eq. 6 (feature) and the L1 reading of Eq. 5 (cosine_scores, cs_loss: l1)
+    take Eq. 7's adaptive lambda; the official CN loss (cs_loss: official) takes the code's fixed weight lw_ms
+    (cs_weight, 1 by default) and no adaptive lambda; Eq. 2 (kd) takes kd_weight."""
+    if cfg.distill == "feature":
+        return adaptive_lambda(cfg.lambda_base, num_old, num_new, cfg.lambda_rule)   # Eq. 7
+    if cfg.distill == "cosine_scores":
+        if cfg.cs_loss == "official":
+            return cfg.cs_weight
         return adaptive_lambda(cfg.lambda_base, num_old, num_new, cfg.lambda_rule)   # Eq. 7
     if cfg.distill == "kd":
         return cfg.kd_weight
@@ -62,27 +70,22 @@ def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, st
     log(f"base phase: {cfg.base_classes} classes, {len(idx)} images")
     fit(net, Objective(cfg, 0), data.train_dev, idx, cfg.base_train, device=device, g=g, log=log,
         desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
-        fingerprint=fingerprint(cfg, 0), amp=cfg.amp)
-    return make_checkpoint(net, cfg, 0, num_old=0)
+        fingerprint=fingerprint("train_base", cfg, 0), amp=cfg.amp)
+    return make_checkpoint(net, cfg, 0, num_old=0, config=stage_settings("train_base", cfg, 0))
 
 
 def grow_head(net, teacher, cfg: RunConfig, data: RunData, num_old: int, num_seen: int, device) -> None:
     """Add the new classes' rows. Cosine head: imprinted from the previous model's features of all training
     images of each new class (test transform), scaled to the mean norm of the old rows; old rows frozen when
-    cfg.freeze_old (Sec. 3.3). Linear head: freshly initialised rows."""
+    cfg.freeze_old (Sec. 3.3). Linear head, or no imprinting: freshly initialised rows."""
     new = list(range(num_old, num_seen))
-    if isinstance(net.head, CosineLinear):
-        if cfg.imprint:
-            idx = data.train_indices(num_old, num_seen)
-            feats = extract(teacher, data.train_dev, idx, cfg.eval_batch_size, device, cfg.amp)
-            scale = float(net.head.row_norms().mean())
-            w = imprint(feats, data.train.targets[idx], new, scale)
-        else:
-            d = net.head.in_features
-            w = torch.empty(len(new), d).uniform_(-d ** -0.5, d ** -0.5)
-        net.head.add_classes(w.to(device), freeze_old=cfg.freeze_old)
-    else:
-        net.head.add_classes(len(new))
+    cosine = cfg.head == "cosine"
+    rows: int | torch.Tensor = len(new)
+    if cosine and cfg.imprint:
+        idx = data.train_indices(num_old, num_seen)
+        feats = extract(teacher, data.train_dev, idx, cfg.eval_batch_size, device)
+        rows = imprint(feats, data.train.targets[idx], new, float(net.head.row_norms().mean()))
+    net.head.add_classes(rows, freeze_old=cosine and cfg.freeze_old)
 
 
 def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data: RunData,
@@ -101,8 +104,8 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
         f"({len(memory['index'])} exemplars), distill={cfg.distill} weight={lam:.4g}")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_dev, idx, cfg.train, device=device, g=g,
         log=log, desc=f"phase {phase}", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
-        fingerprint=fingerprint(cfg, phase, prev_ckpt, memory), amp=cfg.amp)
-    return make_checkpoint(net, cfg, phase, num_old=num_old)
+        fingerprint=fingerprint("train_phase", cfg, phase, prev_ckpt, memory), amp=cfg.amp)
+    return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("train_phase", cfg, phase))
 
 
 def class_balance_finetune(cfg: RunConfig, phase: int, ckpt: dict, prev_ckpt: dict, memory: dict,
@@ -126,4 +129,5 @@ def class_balance_finetune(cfg: RunConfig, phase: int, ckpt: dict, prev_ckpt: di
     log(f"phase {phase} CBF: {len(memory['index'])} exemplars")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_dev, memory["index"], cfg.cbf_train,
         device=device, g=g, log=log, desc=f"phase {phase} cbf", amp=cfg.amp, train_mode=train_mode)
-    return make_checkpoint(net, cfg, phase, num_old=num_old, extra={"cbf": True})
+    return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("finetune_balanced", cfg, phase),
+                           extra={"cbf": True})

@@ -1,17 +1,41 @@
-# Evaluation after every phase (CNN and NME, all/old/new classes) and the per-run summary.
+# Evaluation after every phase (CNN and NME, all/old/new classes) and the per-run summary. After the base phase it
+# is shared by every run with the same base model and memory ({evaluation}: metrics, or metrics_noflip).
+
+
+rule evaluate_base:
+    input:
+        unpack(get_base_eval_inputs),
+    output:
+        "results/{dataset}/base/{base}/seed{seed}/{memory}/{evaluation}.json",
+    log:
+        "logs/{dataset}/base/{base}/seed{seed}/{memory}/evaluate_{evaluation}.log",
+    benchmark:
+        "benchmarks/{dataset}/base/{base}/seed{seed}/{memory}/evaluate_{evaluation}.tsv"
+    params:
+        run=get_shared_params("evaluate_phase"),
+        code=CODE["evaluate"],
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/ucir.yaml"
+    script:
+        "../scripts/evaluate_phase.py"
 
 
 rule evaluate_phase:
     input:
         unpack(get_eval_inputs),
     output:
-        f"{RUN_DIR}/phase{{k}}/metrics.json",
+        f"results/{RUN}/phase{{k}}/metrics.json",
     log:
-        f"{LOG_DIR}/phase{{k}}/evaluate_phase.log",
+        f"logs/{RUN}/phase{{k}}/evaluate_phase.log",
     benchmark:
-        f"{BENCH_DIR}/phase{{k}}/evaluate_phase.tsv"
+        f"benchmarks/{RUN}/phase{{k}}/evaluate_phase.tsv"
     params:
-        run=get_phase_params,
+        run=get_stage_params("evaluate_phase"),
         identity=get_run_identity,
         code=CODE["evaluate"],
     threads: 1
@@ -29,12 +53,13 @@ rule summarize_run:
     input:
         get_run_metrics,
     output:
-        summary=f"{RUN_DIR}/summary.json",
-        table=f"{RUN_DIR}/phases.csv",
+        summary=f"results/{RUN}/summary.json",
+        table=f"results/{RUN}/phases.csv",
     log:
-        f"{LOG_DIR}/summarize_run.log",
+        f"logs/{RUN}/summarize_run.log",
     params:
         identity=get_run_identity,
+        settings=get_run_settings,
         code=CODE["report"],
     threads: 1
     resources:

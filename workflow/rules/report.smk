@@ -1,5 +1,6 @@
-# Tables over all runs of a dataset, and the figures drawn from them: each figure its own rule reading only tables
-# or metrics, so restyling a plot reruns no training. Every output is marked for `snakemake --report`, with its
+# Tables over all runs of a dataset, and the figures: each figure its own rule reading only the per-run tables or
+# metrics of the runs it draws, so restyling a plot reruns no training and editing one experiment reruns only its
+# own figures. Every output is marked for `snakemake --report`, with its
 # caption in workflow/report/. A figure whose runs the configuration lacks is still written, saying so.
 
 include: "report_common.smk"
@@ -15,6 +16,7 @@ rule aggregate:
         phases=report_table("phases"),
         summary=report_table("summary"),
         comparison=report_table("paper_comparison"),
+        accuracy_matrix=report_table("accuracy_matrix"),
         html=report_table("tables", ext="html", label="all three tables (HTML view)"),
     log:
         "logs/{dataset}/aggregate.log",
@@ -32,13 +34,13 @@ rule aggregate:
 
 rule plot_accuracy:
     input:
-        phases="results/{dataset}/tables/phases.csv",
+        get_plot_inputs("accuracy"),
     output:
         **report_figure("accuracy", "Fig. 5/6: accuracy after each phase"),
     log:
         "logs/{dataset}/plot_accuracy.log",
     params:
-        experiments=get_experiments,
+        experiments=get_plot_experiments("accuracy"),
         code=CODE["report"],
     threads: 1
     resources:
@@ -71,13 +73,13 @@ rule plot_weight_norms:
 
 rule plot_components:
     input:
-        phases="results/{dataset}/tables/phases.csv",
+        get_plot_inputs("components"),
     output:
         **report_figure("components", "Fig. 7(a): effect of each component"),
     log:
         "logs/{dataset}/plot_components.log",
     params:
-        experiments=get_experiments,
+        experiments=get_plot_experiments("components"),
         code=CODE["report"],
     threads: 1
     resources:
@@ -91,13 +93,13 @@ rule plot_components:
 
 rule plot_memory:
     input:
-        phases="results/{dataset}/tables/phases.csv",
+        get_plot_inputs("memory"),
     output:
         **report_figure("memory", "Fig. 7(b): reserved samples per class"),
     log:
         "logs/{dataset}/plot_memory.log",
     params:
-        experiments=get_experiments,
+        experiments=get_plot_experiments("memory"),
         code=CODE["report"],
     threads: 1
     resources:
@@ -111,13 +113,13 @@ rule plot_memory:
 
 rule plot_adaptive_weight:
     input:
-        phases="results/{dataset}/tables/phases.csv",
+        get_plot_inputs("adaptive_weight"),
     output:
         **report_figure("adaptive_weight", "Fig. 8: adaptive vs fixed loss weight"),
     log:
         "logs/{dataset}/plot_adaptive_weight.log",
     params:
-        experiments=get_experiments,
+        experiments=get_plot_experiments("adaptive_weight"),
         code=CODE["report"],
     threads: 1
     resources:

@@ -1,7 +1,7 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
+from ucir.report import FIGURES
 from ucir.report.select import figure_runs
 
-FIGURES = ["accuracy", "weight_norms", "components", "memory", "adaptive_weight", "confusion"]
 FIG_DIR = "results/{dataset}/figures"
 HEAD_RUNS = {"linear": ["icarl", "lwf", "finetune"], "cosine": ["lucir"]}      # Fig. 3: after phase 1
 CONFUSION_RUNS = {"icarl": ["icarl"], "lucir": ["lucir"]}                     # Fig. 9: after the last phase
@@ -15,11 +15,49 @@ def _picked(dataset, panels):
 
 
 def get_head_inputs(w):
-    return {name: f"{r.path}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    return {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
 
 
 def get_confusion_inputs(w):
-    return {name: f"{r.path}/phase{r.phases}/metrics.json" for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    return {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
+            for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+
+
+def get_dataset_summaries(w):
+    return [f"{run_dir(r)}/summary.json" for r in sorted(runs_of(w.dataset), key=lambda r: r.key)]
+
+
+def _drawn(dataset, plot):
+    """{experiment: its runs} for the experiments of `dataset` that feed the figure `plot`."""
+    out = {}
+    for name, exp in config["experiments"].items():
+        mine = sorted((r for r in runs_of(dataset) if name in r.experiments), key=lambda r: r.key)
+        if mine and exp.get("plot", "accuracy") == plot:
+            out[name] = mine
+    return out
+
+
+def get_plot_inputs(plot):
+    """A figure reads the per-run tables of the runs it draws, and nothing else: editing another experiment leaves
+    it alone."""
+    def inputs(w):
+        return sorted({f"{run_dir(r)}/phases.csv" for runs in _drawn(w.dataset, plot).values() for r in runs})
+
+    return inputs
+
+
+def get_plot_experiments(plot):
+    """{experiment: {"plot": kind, "runs": [[method, variant, phases, seed], ...],
+    "grid": {"method/variant": {grid key: value}}}} for the experiments a figure draws."""
+    def experiments(w):
+        out = {}
+        for name, runs in _drawn(w.dataset, plot).items():
+            keys = list(config["experiments"][name].get("grid") or {})
+            out[name] = {"plot": plot, "runs": sorted([r.method, r.variant, r.phases, r.seed] for r in runs),
+                         "grid": {f"{r.method}/{r.variant}": {k: r.settings[k] for k in keys} for r in runs}}
+        return out
+
+    return experiments
 
 
 def report_figure(name, label):

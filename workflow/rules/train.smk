@@ -10,7 +10,7 @@ rule train_base:
     benchmark:
         "benchmarks/{dataset}/base/{base}/seed{seed}/train_base.tsv"
     params:
-        run=get_base_params,
+        run=get_shared_params("train_base"),
         code=CODE["train"],
         state="results/{dataset}/base/{base}/seed{seed}/state.pt",
     threads: 2
@@ -28,15 +28,15 @@ rule train_phase:
     input:
         unpack(get_phase_inputs),
     output:
-        f"{RUN_DIR}/phase{{k}}/model.pt",
+        f"results/{RUN}/phase{{k}}/model.pt",
     log:
-        f"{LOG_DIR}/phase{{k}}/train_phase.log",
+        f"logs/{RUN}/phase{{k}}/train_phase.log",
     benchmark:
-        f"{BENCH_DIR}/phase{{k}}/train_phase.tsv"
+        f"benchmarks/{RUN}/phase{{k}}/train_phase.tsv"
     params:
-        run=get_run_params,
+        run=get_stage_params("train_phase"),
         code=CODE["train"],
-        state=f"{RUN_DIR}/phase{{k}}/state.pt",
+        state=f"results/{RUN}/phase{{k}}/state.pt",
     threads: 2
     resources:
         gpu=1,
@@ -52,13 +52,13 @@ rule finetune_balanced:
     input:
         unpack(get_cbf_inputs),
     output:
-        f"{RUN_DIR}/phase{{k}}/model_cbf.pt",
+        f"results/{RUN}/phase{{k}}/model_cbf.pt",
     log:
-        f"{LOG_DIR}/phase{{k}}/finetune_balanced.log",
+        f"logs/{RUN}/phase{{k}}/finetune_balanced.log",
     benchmark:
-        f"{BENCH_DIR}/phase{{k}}/finetune_balanced.tsv"
+        f"benchmarks/{RUN}/phase{{k}}/finetune_balanced.tsv"
     params:
-        run=get_run_params,
+        run=get_stage_params("finetune_balanced"),
         code=CODE["train"],
     threads: 2
     resources:

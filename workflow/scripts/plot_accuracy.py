@@ -1,11 +1,11 @@
-"""plot_accuracy: Figs. 5/6, accuracy after each phase (from the per-phase table)."""
+"""plot_accuracy: Figs. 5/6, accuracy after each phase,
+from the per-run tables of the runs it draws."""
 import sys
 
-import pandas as pd
-
-from ucir.report.plots import accuracy_curves
+from ucir.report.plots import plot_accuracy
+from ucir.report.tables import read_run_tables
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    accuracy_curves(pd.read_csv(snakemake.input.phases), snakemake.params.experiments, snakemake.output.png,
+    plot_accuracy(read_run_tables(snakemake.input), snakemake.params.experiments, snakemake.output.png,
                     snakemake.output.pdf)

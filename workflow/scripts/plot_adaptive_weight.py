@@ -1,11 +1,11 @@
-"""plot_adaptive_weight: Fig. 8, adaptive vs fixed loss weight (from the per-phase table)."""
+"""plot_adaptive_weight: Fig. 8, adaptive vs fixed loss weight,
+from the per-run tables of the runs it draws."""
 import sys
 
-import pandas as pd
-
-from ucir.report.plots import lambda_bars
+from ucir.report.plots import plot_adaptive_weight
+from ucir.report.tables import read_run_tables
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    lambda_bars(pd.read_csv(snakemake.input.phases), snakemake.params.experiments, snakemake.output.png,
+    plot_adaptive_weight(read_run_tables(snakemake.input), snakemake.params.experiments, snakemake.output.png,
                 snakemake.output.pdf)

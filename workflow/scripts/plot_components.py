@@ -1,11 +1,11 @@
-"""plot_components: Fig. 7(a), CNN average incremental accuracy of each component (from the per-phase table)."""
+"""plot_components: Fig. 7(a), CNN average incremental accuracy of each component,
+from the per-run tables of the runs it draws."""
 import sys
 
-import pandas as pd
-
-from ucir.report.plots import components_bars
+from ucir.report.plots import plot_components
+from ucir.report.tables import read_run_tables
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    components_bars(pd.read_csv(snakemake.input.phases), snakemake.params.experiments, snakemake.output.png,
+    plot_components(read_run_tables(snakemake.input), snakemake.params.experiments, snakemake.output.png,
                     snakemake.output.pdf)

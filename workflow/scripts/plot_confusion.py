@@ -2,11 +2,11 @@
 import sys
 
 from ucir.io import load_json
-from ucir.report.plots import confusion_matrices
+from ucir.report.plots import plot_confusion
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
     paths = {m: snakemake.input.get(m) for m in snakemake.params.methods}
     print("\n".join(f"{m}: {p}" for m, p in paths.items()), file=log)
-    confusion_matrices({m: load_json(p) if p else None for m, p in paths.items()},
+    plot_confusion({m: load_json(p) if p else None for m, p in paths.items()},
                        snakemake.output.png, snakemake.output.pdf)

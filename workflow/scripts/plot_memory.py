@@ -1,11 +1,11 @@
-"""plot_memory: Fig. 7(b), average incremental accuracy vs reserved samples per class (from the per-phase table)."""
+"""plot_memory: Fig. 7(b), average incremental accuracy vs reserved samples per class,
+from the per-run tables of the runs it draws."""
 import sys
 
-import pandas as pd
-
-from ucir.report.plots import memory_curves
+from ucir.report.plots import plot_memory
+from ucir.report.tables import read_run_tables
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    memory_curves(pd.read_csv(snakemake.input.phases), snakemake.params.experiments, snakemake.output.png,
+    plot_memory(read_run_tables(snakemake.input), snakemake.params.experiments, snakemake.output.png,
                   snakemake.output.pdf)

@@ -3,11 +3,11 @@ from the phase-1 metrics of one run per head."""
 import sys
 
 from ucir.io import load_json
-from ucir.report.plots import weight_norms
+from ucir.report.plots import plot_weight_norms
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
     linear, cosine = (snakemake.input.get(k) for k in ("linear", "cosine"))
     print(f"linear head: {linear}\ncosine head: {cosine}", file=log)
-    weight_norms(load_json(linear) if linear else None, load_json(cosine) if cosine else None,
+    plot_weight_norms(load_json(linear) if linear else None, load_json(cosine) if cosine else None,
                  snakemake.output.png, snakemake.output.pdf)

@@ -1,12 +1,15 @@
-"""select_exemplars: herding for the classes new in phase k; shrink old classes under a fixed total."""
+"""select_exemplars / select_base_exemplars: herding for the classes new in phase k (0: the base classes); shrink
+old classes under a fixed total."""
 from ucir.data import load_run_data
 from ucir.exemplars import select_exemplars
+from ucir.grid import execution_settings
 from ucir.io import load_torch, save_torch
 from ucir.jobs import job
 
-with job(snakemake.params.run, snakemake.log[0], snakemake.threads) as j:
-    data = load_run_data(j.cfg, j.device, workers=snakemake.threads)
+with job(snakemake.params.run, execution_settings(snakemake.config, snakemake.wildcards.dataset),
+         snakemake.log[0], snakemake.threads) as j:
+    data = load_run_data(j.cfg, j.device, workers=j.workers, test=False)
     previous = load_torch(snakemake.input.memory) if "memory" in snakemake.input.keys() else None
-    memory = select_exemplars(j.cfg, int(snakemake.wildcards.k), load_torch(snakemake.input.model), previous,
-                              data, j.device, j.log)
+    memory = select_exemplars(j.cfg, int(snakemake.wildcards.get("k", 0)), load_torch(snakemake.input.model),
+                              previous, data, j.device, j.log)
     save_torch(memory, snakemake.output[0])

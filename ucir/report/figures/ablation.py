@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..tables import mean_std, run_averages
-from .common import (COLUMN, color, grid_values, label, phases_title, placeholder, runs_of_kind, save,
-                     select_runs, style)
+from .common import (COLUMN, color, grid_values, label, orders_note, phases_title, placeholder, runs_of_kind,
+                     save, select_runs, style, titled)
 
 COMPONENTS = {"cn": "CN", "cn_lc": "CN+LC", "default": "CN+LC+IS", "cbf": "CN+LC+IS+CBF"}
 LAMBDA_RULES = {"code": "adaptive λ (Eq. 7, official code)", "paper": "adaptive λ (Eq. 7 as printed)",
@@ -27,67 +27,98 @@ def _ordered(values, order) -> list:
 
 
 def _grouped_bars(ax, stats: pd.DataFrame, bar_col: str, order: list, names: dict, col: str) -> None:
-    """Bars of stats[col + '_mean'] grouped by number of phases, one bar per value of bar_col, std as error bar
-    and the mean written on top."""
+    """Bars of stats[col + '_mean'] grouped by number of phases, one bar per value of bar_col, from 0, with ±1 std
+    over seeds as error bar (none with one seed), the mean (± std) written on top and, where the bars average
+    different numbers of seeds, n at the foot of each bar."""
     settings = sorted(stats.phases.unique())
     bars = _ordered(stats[bar_col], order)
     width = 0.8 / len(bars)
+    mixed = stats.seeds.nunique() > 1
     for i, b in enumerate(bars):
         sub = stats[stats[bar_col] == b].set_index("phases").reindex(settings)
         xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(settings))]
         means, stds = sub[f"{col}_mean"], sub[f"{col}_std"]                 # std NaN (one seed): no error bar
         ax.bar(xs, means, width * 0.92, yerr=stds, capsize=1.5, label=names.get(b, str(b)),
                error_kw={"lw": 0.6})
-        for x, m, s in zip(xs, means, stds.fillna(0.0)):
-            if not math.isnan(m):
-                ax.text(x, m + s + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=5)
+        for x, m, s, n in zip(xs, means, stds, sub.seeds):
+            if math.isnan(m):
+                continue
+            text = f"{m:.1f}" if math.isnan(s) else f"{m:.1f}\n±{s:.1f}"
+            ax.text(x, m + (0.0 if math.isnan(s) else s) + 0.5, text, ha="center", va="bottom", fontsize=5)
+            if mixed:
+                ax.text(x, 0.5, f"n={int(n)}", ha="center", va="bottom", fontsize=5, color="white")
     ax.set_xticks(range(len(settings)), [phases_title(p) for p in settings])
     top = (stats[f"{col}_mean"] + stats[f"{col}_std"].fillna(0.0)).dropna()
-    low = stats[f"{col}_mean"].dropna()
-    ax.set_ylim(max(0.0, math.floor(low.min() / 5) * 5 - 10), top.max() + 0.1 * (top.max() - low.min()) + 2)
+    ax.set_ylim(0.0, top.max() * 1.15 + 1 if len(top) else 100.0)         # from 0: heights compare honestly
     ax.set_ylabel("average incremental accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
 
 
-def components_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
-    """Fig. 7(a): CNN average incremental accuracy of CN, CN+LC, CN+LC+IS (the default) and +CBF."""
+def _not_above(stats: pd.DataFrame, key: str, pairs: list[tuple[str, str]], names: dict, col: str) -> list[str]:
+    """'2 phases: CN+LC 58.2 ≤ CN 59.0' for every setting where bar `hi` of a pair (lo, hi) is not above bar `lo`,
+    i.e. where a gain the paper shows is absent."""
+    out = []
+    for p in sorted(stats.phases.unique()):
+        sub = stats[stats.phases == p].set_index(key)[f"{col}_mean"]
+        for lo, hi in pairs:
+            if lo in sub and hi in sub and sub[hi] <= sub[lo]:
+                out.append(f"{phases_title(p)}: {names[hi]} {sub[hi]:.1f} ≤ {names[lo]} {sub[lo]:.1f}")
+    return out
+
+
+def plot_components(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
+    """Fig. 7(a): CNN average incremental accuracy of CN, CN+LC, CN+LC+IS (the default) and +CBF. Where a
+    component does not add accuracy (the paper's finding), the title says so."""
     title = "Effect of each component, CNN (Fig. 7(a))"
     avg = _averages(phases, experiments, "components")
     if avg.empty:
         return placeholder(png, pdf, title)
     stats = mean_std(avg, ["method", "variant", "phases"], ["avg_inc_cnn"])
+    steps = [("cn", "cn_lc"), ("cn_lc", "default")]                  # the paper: each of LC and IS adds accuracy
+    absent = _not_above(stats[stats.method == "lucir"], "variant", steps, COMPONENTS, "avg_inc_cnn")
+    notes = [orders_note(stats.seeds)]
+    if absent:
+        notes.append("unlike the paper's Fig. 7(a), not every component adds accuracy here: " + "; ".join(absent))
     if stats.method.nunique() > 1:                      # the paper ablates LUCIR only; name others explicitly
         stats["variant"] = stats.method + "/" + stats.variant
-    return _bar_figure(stats, "variant", COMPONENTS, title, png, pdf)
+    return _bar_figure(stats, "variant", COMPONENTS, titled(title, notes), png, pdf)
 
 
 def _bar_figure(stats: pd.DataFrame, key: str, names: dict, title: str, png: str, pdf: str):
     """One column-wide bar chart of CNN average incremental accuracy, bars named by `key` in the order of `names`."""
     with style():
-        fig, ax = plt.subplots(figsize=(COLUMN, 2.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(COLUMN, 2.8), layout="constrained")
         _grouped_bars(ax, stats, key, list(names), names, "avg_inc_cnn")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=6.5)
         return save(fig, png, pdf)
 
 
-def lambda_bars(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
-    """Fig. 8: CNN average incremental accuracy with the adaptive loss weight (Eq. 7) and with fixed lambda_base."""
+def plot_adaptive_weight(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
+    """Fig. 8: CNN average incremental accuracy with the adaptive loss weight (Eq. 7) and with fixed lambda_base.
+    Where the adaptive weight is not above the fixed one (the paper's finding), the title says so."""
     title = "Adaptive vs fixed loss weight, Ours-CNN (Fig. 8)"
-    avg = _averages(phases, experiments, "lambda")
-    _, values = grid_values(experiments, "lambda")
+    avg = _averages(phases, experiments, "adaptive_weight")
+    _, values = grid_values(experiments, "adaptive_weight")
     if avg.empty:
         return placeholder(png, pdf, title)
     avg["lambda_rule"] = [values.get((m, v), {}).get("lambda_rule", v) for m, v in zip(avg.method, avg.variant)]
-    if avg.method.nunique() > 1:
-        avg["lambda_rule"] = avg.method + "/" + avg.lambda_rule
-    stats = mean_std(avg, ["lambda_rule", "phases"], ["avg_inc_cnn"])
-    return _bar_figure(stats, "lambda_rule", LAMBDA_RULES, title, png, pdf)
+    stats = mean_std(avg, ["method", "lambda_rule", "phases"], ["avg_inc_cnn"])
+    absent = _not_above(stats[stats.method == "lucir"], "lambda_rule", [("fixed", "code"), ("fixed", "paper")],
+                        {"code": "adaptive", "paper": "adaptive (as printed)", "fixed": "fixed"}, "avg_inc_cnn")
+    notes = [orders_note(stats.seeds)]
+    if absent:
+        notes.append("the paper's Fig. 8 finds the adaptive weight better for long sequences; here it is not "
+                     "above the fixed one: " + "; ".join(absent))
+    if stats.method.nunique() > 1:
+        stats["lambda_rule"] = stats.method + "/" + stats.lambda_rule
+    return _bar_figure(stats, "lambda_rule", LAMBDA_RULES, titled(title, notes), png, pdf)
 
 
-def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
+def plot_memory(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
     """Fig. 7(b): average incremental accuracy against the number of reserved samples per class (the memory grid's
-    first key), one line per method and classifier, one panel per number of phases."""
+    first key), one line per method and classifier, one panel per number of phases. Where a curve falls as the
+    memory grows (the paper's curves rise), the title says so."""
     title = "Effect of the number of reserved samples (Fig. 7(b))"
     avg = _averages(phases, experiments, "memory")
     keys, values = grid_values(experiments, "memory")
@@ -98,6 +129,13 @@ def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
     avg = avg.dropna(subset=[key])
     stats = mean_std(avg, ["method", "phases", key], ["avg_inc_cnn", "avg_inc_nme"])
     settings = sorted(stats.phases.unique())
+    falls = [f"{label(m, 'default', clf)} ({phases_title(p)})"
+             for (m, p), g in stats.groupby(["method", "phases"], sort=True) for clf in ("cnn", "nme")
+             if g.sort_values(key)[f"avg_inc_{clf}_mean"].dropna().diff().lt(0).any()]
+    notes = [orders_note(stats.seeds, "point", marked=False)]
+    if falls:                                           # the paper: more reserved samples, higher accuracy
+        notes.append("accuracy falls as the memory grows for " + ", ".join(falls) + "; in the paper more reserved "
+                     "samples help (Sec. 4.4)")
     with style():
         fig, axes = plt.subplots(1, len(settings), figsize=(max(COLUMN, 2.4 * len(settings)), 2.8), squeeze=False,
                                  layout="constrained")
@@ -117,5 +155,5 @@ def memory_curves(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
             ax.grid(alpha=0.3)
             ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         axes[0][0].set_ylabel("average incremental accuracy (%)")
-        fig.suptitle(title, fontsize=7.5)
+        fig.suptitle(titled(title, notes, width=40 * len(settings) + 40), fontsize=6.5)
         return save(fig, png, pdf)

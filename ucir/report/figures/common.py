@@ -1,6 +1,7 @@
 """Shared styling, labels and helpers of the figures (matplotlib, Agg backend, sized for a paper column or page)."""
 from __future__ import annotations
 
+import textwrap
 from contextlib import contextmanager
 
 import matplotlib
@@ -81,3 +82,23 @@ def select_runs(phases: pd.DataFrame, runs: list[list]) -> pd.DataFrame:
 
 def phases_title(p: int) -> str:
     return f"{p} phase{'s' if p != 1 else ''}"
+
+
+def titled(title: str, notes: list[str], width: int = 72) -> str:
+    """The title with one wrapped line per note (what the figure's numbers are, or that the paper's effect is
+    absent in these data)."""
+    notes = [n.replace("Fig. ", "Fig.\u00a0") for n in notes]                # never break "Fig. 3"
+    return "\n".join([title] + [textwrap.fill(n, width, break_on_hyphens=False) for n in notes])
+
+
+def orders_note(counts, what: str = "bar", marked: bool = True) -> str:
+    """How many runs (class orders) each bar or point is, and what the error bars are; marked: the figure writes n
+    at each bar or point where the counts differ."""
+    counts = sorted({int(c) for c in counts})
+    if counts == [1]:
+        return f"each {what}: 1 class order (seed), so no error bar"
+    if len(counts) == 1:
+        return f"each {what}: mean over {counts[0]} class orders (seeds), error bar ±1 sd"
+    where = f", written at each {what}" if marked else ""
+    return (f"each {what}: mean over n = {counts[0]}-{counts[-1]} class orders (seeds{where}), error bar ±1 sd "
+            f"where n > 1")

@@ -1,0 +1,24 @@
+"""Issue 18 (7): `make gpu-check` runs end to end; here on the CPU with tiny sizes (about a minute, hence the
+workflow marker), every section, the CUDA tests left out (they skip without a GPU and would rerun pytest)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.workflow
+def test_gpu_check_runs_end_to_end_on_the_cpu():
+    r = subprocess.run([sys.executable, "-m", "ucir.gpucheck", "--device", "cpu", "--tiny", "--no-tests"],
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    out = r.stdout
+    assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]
+    for section in ("environment", "device", "bench", "determinism", "folder data", "schedule"):
+        assert f"\n== {section}\n" in out, section
+    assert "torch 2." in out and "CUDA build" in out and "device: cpu" in out
+    assert "ratio: " in out and "bit-identical weights" in out and "one DataLoader worker:" in out
+    assert "B50 + 10 phases of 5" in out and out.count("at 160 epochs per phase:") == 2
+    assert "bf16 - fp32: CNN" in out and "skipped" not in out
+    assert out.rstrip().endswith("gpu-check: ok")

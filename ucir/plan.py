@@ -1,0 +1,353 @@
+"""What a configuration will cost, from the configuration alone: no data, no torch, a few seconds.
+
+    python -m ucir.plan [--configfile config.yaml ...] [--config key=value ...]
+                        [--throughput IMG_PER_S [--inference-throughput IMG_PER_S] | --bench FILE]     (make plan)
+
+Per experiment and in total: the runs, the jobs of every rule exactly as Snakemake plans them (the workflow's
+jobs come from the same ucir.grid / ucir.deps functions; shared jobs counted once), the Slurm allocations with
+workflow/profiles/slurm's groups, and the images each stage passes through the network:
+
+    training    train_base: base_train.epochs x the base classes' training images
+                train_phase: train.epochs x (the new classes' training images + the exemplars kept after the
+                             previous phase); joint training: every seen class's training images
+                finetune_balanced: cbf_train.epochs x the exemplars kept after the phase
+    inference   imprint: the new classes' training images, through the previous model (cosine head, imprint: true)
+                herding: the new classes' training images, where exemplars are kept and chosen by herding
+                NME: the exemplars kept after the phase (twice with nme_flip: a flipped copy)
+                test: the test images of every class seen (evaluate_base / evaluate_phase)
+
+A training pass is one forward and backward step of the network, plus a forward pass of the previous model where
+the method distills; ucir.bench measures that (LUCIR's objective against a teacher), so its images/s are the
+training rate (slightly pessimistic for base training and the methods without a teacher). Images per class come from IMAGES_PER_CLASS (no data is read), capped by train_per_class /
+test_per_class; herding_official may rank fewer exemplars than asked and is counted as herding.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import deps
+from .config import SOURCES, ConfigError, RunConfig
+from .grid import Run, expand_runs, shared_jobs
+from .report import FIGURES
+
+# Images per class of each source: (training, test, where the figure comes from).
+IMAGES_PER_CLASS: dict[str, tuple[float, float, str]] = {
+    "cifar100": (500, 100, "CIFAR-100: 500 training / 100 test images per class"),
+    "fashion_mnist": (6000, 1000, "Fashion-MNIST: 6,000 training / 1,000 test images per class"),
+    "imagenet": (1_281_167 / 1000, 50, "ILSVRC-2012: 1,281,167 training images over 1,000 classes, i.e. 1,281.2 "
+                 "per class on average (classes hold 732 to 1,300), and 50 validation images per class"),
+    "imagenet_subset": (1_281_167 / 1000, 50, "ILSVRC-2012's average: 1,281.2 training images per class (an "
+                        "average over all 1,000 classes, not the subset's own count) and 50 validation images"),
+    "synthetic": (500, 100, "generated: train_per_class / test_per_class images per class (default 500 / 100)"),
+}
+TRAINING = ("train_base", "train_phase", "finetune_balanced")
+INFERENCE = ("imprint", "herding", "nme", "test")
+PASSES = TRAINING + INFERENCE
+HERDING = ("herding", "herding_official")               # the selections that run the network (random does not)
+# Rules of a run's jobs after the base phase are named as their stage; the shared phase-0 jobs are not.
+BASE_RULES = {"train_base": "train_base", "select_exemplars": "select_base_exemplars",
+              "evaluate_phase": "evaluate_base"}
+RULES = ("train_base", "select_base_exemplars", "evaluate_base", "train_phase", "select_exemplars",
+         "finetune_balanced", "evaluate_phase", "summarize_run", "list_classes", "aggregate",
+         *(f"plot_{f}" for f in FIGURES), "all")
+# ucir.bench's training rate is measured without an inference counterpart: a forward pass costs about a third of
+# a training step (forward + backward, the backward about twice the forward), so inference is taken 3x faster.
+INFERENCE_SPEEDUP = 3.0
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+# ---- images -----------------------------------------------------------------------------------------------
+
+def images_per_class(cfg: RunConfig) -> tuple[float, float]:
+    """(training, test) images per class of a run's dataset: the source's count, capped by train_per_class /
+    test_per_class (for synthetic data those are the generated counts)."""
+    train, test, _ = IMAGES_PER_CLASS[cfg.source]
+    if cfg.source == "synthetic":
+        return float(cfg.train_per_class or train), float(cfg.test_per_class or test)
+    return (float(min(train, cfg.train_per_class or train)), float(min(test, cfg.test_per_class or test)))
+
+
+def exemplars(cfg: RunConfig, phase: int) -> float:
+    """Exemplars in memory after `phase`: per class deps.memory (at most the class's images), for every class seen."""
+    n_train, _ = images_per_class(cfg)
+    return cfg.classes_seen(phase) * min(deps.memory(cfg, phase), n_train)
+
+
+def job_passes(stage: str, cfg: RunConfig, phase: int) -> dict[str, float]:
+    """Images one job of `stage` after `phase` passes through the network, by kind (PASSES)."""
+    n_train, n_test = images_per_class(cfg)
+    old = cfg.classes_seen(phase - 1) if phase else 0
+    new = (cfg.classes_seen(phase) - old) * n_train                        # the classes new in this phase
+    if stage == "train_base":
+        return {"train_base": cfg.base_train.epochs * new}
+    if stage == "train_phase":
+        data = cfg.classes_seen(phase) * n_train if cfg.method == "joint" else new + exemplars(cfg, phase - 1)
+        imprint = new if cfg.head == "cosine" and cfg.imprint else 0.0
+        return {"train_phase": cfg.train.epochs * data, "imprint": imprint}
+    if stage == "finetune_balanced":
+        return {"finetune_balanced": cfg.cbf_train.epochs * exemplars(cfg, phase)}
+    if stage == "select_exemplars":
+        return {"herding": new if deps.memory(cfg, phase) > 0 and cfg.selection in HERDING else 0.0}
+    if stage == "evaluate_phase":
+        nme = exemplars(cfg, phase) * (2 if cfg.nme_flip else 1)           # NME needs exemplars of every class
+        return {"test": cfg.classes_seen(phase) * n_test, "nme": nme if deps.memory(cfg, phase) > 0 else 0.0}
+    raise ValueError(f"unknown stage {stage!r}; one of {deps.STAGES}")
+
+
+# ---- jobs -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    rule: str
+    key: tuple                      # what makes it one job: a shared job's key, or (run key, stage, phase)
+    passes: tuple[tuple[str, float], ...] = ()
+
+
+def run_jobs(run: Run) -> list[Job]:
+    """The jobs a run needs, its shared phase-0 jobs included (under the same key as every run sharing them)."""
+    shared = {key[0]: key for key in shared_jobs(run)}
+    jobs = []
+    for stage, k in deps.run_stages(run.cfg):
+        passes = tuple(sorted(job_passes(stage, run.cfg, k).items()))
+        if k == 0:
+            jobs.append(Job(BASE_RULES[stage], shared[stage], passes))
+        else:
+            jobs.append(Job(stage, (run.key, stage, k), passes))
+    jobs.append(Job("summarize_run", (run.key, "summarize_run")))
+    return jobs
+
+
+def dataset_jobs(config: dict[str, Any], dataset: str) -> list[Job]:
+    """The jobs over all runs of a dataset: its tables, its figures and (ImageNet-Subset) its class list."""
+    names = ["aggregate", *(f"plot_{f}" for f in FIGURES)]
+    if config["datasets"][dataset]["source"] == "imagenet_subset":
+        names.append("list_classes")
+    return [Job(name, (dataset, name)) for name in names]
+
+
+@dataclass
+class Plan:
+    runs: int = 0
+    jobs: Counter = field(default_factory=Counter)                          # rule -> jobs
+    passes: Counter = field(default_factory=Counter)                        # PASSES kind -> images
+    allocations: int = 0                                                    # Slurm allocations, grouped
+
+
+def plan(jobs: Iterable[Job], runs: int) -> Plan:
+    """Counts over distinct jobs (a job listed twice, e.g. a shared base model, counts once)."""
+    p = Plan(runs=runs)
+    for job in {j.key: j for j in jobs}.values():
+        p.jobs[job.rule] += 1
+        for kind, n in job.passes:
+            p.passes[kind] += n
+    p.allocations = slurm_allocations(p.jobs)
+    return p
+
+
+def slurm_allocations(jobs: Counter) -> int:
+    """Allocations (sbatch submissions) of these jobs with workflow/profiles/slurm's `groups`: a run's phase
+    (train_phase, select_exemplars, finetune_balanced, evaluate_phase; summarize_run with the last phase) is one
+    allocation, the selection and evaluation after a base phase another (one per memory), and every other job its
+    own (train_base, tables, figures); `all` has no action and runs on the submitting host. tests/test_plan.py
+    checks this against the group jobs of a dry run with the profile."""
+    grouped = {"select_exemplars", "finetune_balanced", "evaluate_phase", "summarize_run", "evaluate_base", "all"}
+    return sum(n for rule, n in jobs.items() if rule not in grouped)
+
+
+def plan_config(config: dict[str, Any], runs: list[Run] | None = None) -> dict[str, Plan]:
+    """{experiment name: its Plan, ..., "total": the whole configuration's} (the same jobs Snakemake plans for
+    `all`; an experiment's own columns leave out the per-dataset tables and figures, which draw every experiment)."""
+    runs = expand_runs(config) if runs is None else runs
+    out = {}
+    for name in config["experiments"]:
+        mine = [r for r in runs if name in r.experiments]
+        out[name] = plan((j for r in mine for j in run_jobs(r)), len(mine))
+    everything = [j for r in runs for j in run_jobs(r)]
+    for ds in sorted({r.dataset for r in runs}):
+        everything += dataset_jobs(config, ds)
+    everything.append(Job("all", ("all",)))
+    out["total"] = plan(everything, len(runs))
+    return out
+
+
+# ---- the configuration, as the workflow reads it ----------------------------------------------------------
+
+def _merge(base: dict, new: dict) -> dict:
+    """Snakemake's rule for several config files and --config: nested dicts merged, other values replaced."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(configfiles: list[str], overrides: list[str] = ()) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for path in configfiles:
+        with open(path) as f:
+            config = _merge(config, yaml.safe_load(f) or {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--config {item!r}: expected key=value")
+        config = _merge(config, {key: yaml.safe_load(value)})
+    return config
+
+
+def check(config: dict[str, Any]) -> list[Run]:
+    """The workflow's checks (ucir.validate.check_config), except that dataset folders need not exist."""
+    from .validate import grid_errors, load_schema, schema_errors
+    schema = load_schema(SCHEMA)
+    errors = schema_errors(config, schema)
+    errors += [] if errors else grid_errors(config, schema)
+    if errors:
+        raise ConfigError("; ".join(errors[:5]))
+    return expand_runs(config)
+
+
+# ---- rates ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Rates:
+    train: float                    # images/s
+    inference: float
+    source: str                     # where the figures come from, in words
+
+
+_BENCH_UCIR = re.compile(r"^ucir\s+images/s: min [\d.]+\s+median ([\d.]+)", re.M)
+_BENCH_INFER = re.compile(r"^inference images/s: min [\d.]+\s+median ([\d.]+)", re.M)
+_BENCH_DEVICE = re.compile(r"^device (\S+ \(.*?\)), .*?(ResNet-\d+)", re.M)
+
+
+def rates_from_bench(text: str, where: str) -> Rates:
+    """The rates in a saved output of `make bench` / `python -m ucir.bench` (or of `make gpu-check`, which runs
+    it): the median images/s of ucir's training loop, and of inference when the output has it."""
+    m = _BENCH_UCIR.search(text)
+    if not m:
+        raise ValueError(f"{where}: no line 'ucir images/s: min ... median ...' (the output of python -m ucir.bench)")
+    train = float(m[1])
+    dev = _BENCH_DEVICE.search(text)
+    what = f"{where}: ucir.bench's median training rate" + (f" on {dev[1]}, {dev[2]}" if dev else "")
+    inf = _BENCH_INFER.search(text)
+    if inf:
+        return Rates(train, float(inf[1]), f"{what}; its inference rate")
+    return Rates(train, train * INFERENCE_SPEEDUP, f"{what}; inference assumed {INFERENCE_SPEEDUP:g}x faster "
+                 "(a forward pass is about a third of a training step)")
+
+
+def rates_given(train: float, inference: float | None) -> Rates:
+    if inference is not None:
+        return Rates(train, inference, "given on the command line (training and inference)")
+    return Rates(train, train * INFERENCE_SPEEDUP, f"given on the command line; inference assumed "
+                 f"{INFERENCE_SPEEDUP:g}x faster (a forward pass is about a third of a training step)")
+
+
+def device_hours(p: Plan, rates: Rates) -> tuple[float, float]:
+    """(training, inference) device-hours of a plan's image passes at these rates."""
+    train = sum(p.passes[k] for k in TRAINING) / rates.train / 3600
+    return train, sum(p.passes[k] for k in INFERENCE) / rates.inference / 3600
+
+
+# ---- printing ---------------------------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def _millions(n: float) -> str:
+    return f"{n / 1e6:,.{1 if n >= 1e7 else 3}f}" if n else "-"
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.{1 if h >= 10 else 2}f}"
+
+
+def report(config: dict[str, Any], runs: list[Run], plans: dict[str, Plan], rates: Rates | None,
+           where: str) -> str:
+    cols = list(plans)
+    header = ["", *cols]
+    lines = [f"plan of {where}: {len(runs)} runs, {sum(plans['total'].jobs.values()):,} jobs "
+             f"(no data read; every count below is computed from the configuration)", ""]
+    for ds in sorted({r.dataset for r in runs}):
+        cfg = next(r.cfg for r in runs if r.dataset == ds)
+        n_train, n_test = images_per_class(cfg)
+        capped = "" if cfg.source == "synthetic" else "; capped by train_per_class / test_per_class"
+        lines.append(f"dataset {ds}: {n_train:,.1f} training / {n_test:,.0f} test images per class "
+                     f"({IMAGES_PER_CLASS[cfg.source][2]}{capped})")
+    rows = [["runs", *(f"{plans[c].runs:,}" for c in cols)]]
+    rows += [[rule, *(f"{plans[c].jobs[rule]:,}" if plans[c].jobs[rule] else "-" for c in cols)]
+             for rule in RULES if plans["total"].jobs[rule]]
+    rows.append(["jobs", *(f"{sum(plans[c].jobs.values()):,}" for c in cols)])
+    rows.append(["slurm allocations", *(f"{plans[c].allocations:,}" for c in cols)])
+    lines += ["", "jobs per rule (an experiment's column counts its runs' jobs, shared ones once; the tables and "
+              "figures, which draw every experiment, only in total)", _table(header, rows)]
+    rows = [[f"training  {k}", *(_millions(plans[c].passes[k]) for c in cols)] for k in TRAINING]
+    rows += [[f"inference {k}", *(_millions(plans[c].passes[k]) for c in cols)] for k in INFERENCE]
+    rows.append(["training", *(_millions(sum(plans[c].passes[k] for k in TRAINING)) for c in cols)])
+    rows.append(["inference", *(_millions(sum(plans[c].passes[k] for k in INFERENCE)) for c in cols)])
+    lines += ["", "image passes (millions of images through the network; training: forward + backward)",
+              _table(header, rows)]
+    if rates is None:
+        lines += ["", "device-hours: give a throughput (--throughput IMG_PER_S, or --bench FILE with the saved "
+                  "output of `make bench` on the device)"]
+        return "\n".join(lines)
+    hours = {c: device_hours(plans[c], rates) for c in cols}
+    rows = [["training", *(_hours(hours[c][0]) for c in cols)],
+            ["inference", *(_hours(hours[c][1]) for c in cols)],
+            ["total", *(_hours(sum(hours[c])) for c in cols)]]
+    lines += ["", f"device-hours at {rates.train:,.0f} training / {rates.inference:,.0f} inference images/s "
+              f"({rates.source}); compute only, one job at a time on one device, job start-up not included "
+              "(docs/benchmarks.md)", _table(header, rows)]
+    other = sorted({(r.dataset, r.cfg.backbone) for r in runs if r.cfg.backbone != "resnet32"})
+    if other:
+        lines.append("note: the rate holds for the measured network (ucir.bench: ResNet-32 on 32 x 32 images); "
+                     + ", ".join(f"{ds} uses {b}" for ds, b in other) + ": measure the rate for it")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configfile", nargs="+", default=None, help="as for snakemake (default: config.yaml)")
+    ap.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="as for snakemake")
+    rate = ap.add_mutually_exclusive_group()
+    rate.add_argument("--throughput", type=float, metavar="IMG_PER_S", help="training images/s on the device")
+    rate.add_argument("--bench", metavar="FILE", help="the saved output of `make bench` (python -m ucir.bench)")
+    ap.add_argument("--inference-throughput", type=float, metavar="IMG_PER_S",
+                    help=f"inference images/s (default: {INFERENCE_SPEEDUP:g}x the training rate)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    files = args.configfile or ["config.yaml"]
+    try:
+        config = load_config(files, args.config)
+        runs = check(config)
+    except (ConfigError, OSError) as e:
+        print(f"invalid configuration: {e}", file=sys.stderr)
+        return 1
+    rates = None
+    if args.bench:
+        rates = rates_from_bench(Path(args.bench).read_text(), args.bench)
+        if args.inference_throughput:
+            rates = Rates(rates.train, args.inference_throughput,
+                          rates.source.split(";")[0] + "; inference given on the command line")
+    elif args.throughput:
+        rates = rates_given(args.throughput, args.inference_throughput)
+    print(report(config, runs, plan_config(config, runs), rates, " + ".join(files)))
+    print(f"\n(planned in {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
