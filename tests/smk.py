@@ -22,11 +22,14 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +52,45 @@ def snakemake(workdir: Path, configfile: Path | None, *args: str, src: Path | No
            *(["--configfile", str(configfile)] if configfile else []), "--cores", "2", *args]
     return subprocess.run(cmd, cwd=workdir, env=env_for(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
+
+
+def start(workdir: Path, configfile: Path, *targets: str) -> subprocess.Popen:
+    """The repository's workflow started in the background (its own process group, for killpg) on `targets`."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *targets]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def run_to_end(workdir: Path, configfile: Path, *targets: str, timeout: int = 900) -> tuple[int, str]:
+    proc = start(workdir, configfile, *targets)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def wait_for(proc: subprocess.Popen, log: Path, text: str, seconds: float) -> None:
+    """Until `text` appears in the job log `log` (the workflow still running); else kill it and fail."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"{text!r} never appeared in {log}")
+
+
+def job_pid(workdir: Path, script: str) -> int | None:
+    """The process of the job of `workdir` that runs workflow/scripts/<script>.py, if one runs."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(workdir) in cmd and cmd.replace("\0", " ").rstrip().endswith(f".{script}.py"):
+                return int(d.name)
+    return None
 
 
 @dataclass
@@ -180,6 +222,20 @@ def _copy_sources(dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+def workflow_fixtures(configfile: Path, name: str = "complete_run"):
+    """Two fixtures for a test module: `name`, one complete run of `configfile` per module, and `clone`, a fresh
+    copy of it per test. Assign them to those names in the module."""
+    @pytest.fixture(scope="module", name=name)
+    def complete(tmp_path_factory) -> Path:
+        return complete_run(configfile, tmp_path_factory.mktemp(name))
+
+    @pytest.fixture(name="clone")
+    def clone(request, tmp_path) -> Clone:
+        return clone_of(request.getfixturevalue(name), tmp_path)
+
+    return complete, clone
 
 
 def complete_run(configfile: Path, root: Path) -> Path:

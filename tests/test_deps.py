@@ -193,7 +193,8 @@ def test_kd_settings_only_with_kd_and_lambda_only_with_the_adaptive_weight():
     assert {"kd_T", "kd_weight"} <= set(deps.stage_settings("train_phase", icarl, 1))
     assert not {"kd_T", "kd_weight"} & set(deps.stage_settings("train_phase", lucir, 1))
     assert {"lambda_base", "lambda_rule"} <= set(deps.stage_settings("train_phase", lucir, 1))
-    assert not {"lambda_base", "lambda_rule", "imprint", "freeze_old"} & set(deps.stage_settings("train_phase", icarl, 1))
+    icarl_phase = set(deps.stage_settings("train_phase", icarl, 1))
+    assert not {"lambda_base", "lambda_rule", "imprint", "freeze_old"} & icarl_phase
 
 
 def test_execution_settings_are_in_no_params():

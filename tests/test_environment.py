@@ -140,7 +140,7 @@ def test_ci_runs_the_readme_test_command():
     # the first commands block: `make test   # ...`
     commands = [line.split("#", 1)[0].strip() for line in head]
     test_cmds = [c for c in commands if re.fullmatch(r"(make test|\S*pytest.*)", c)]
-    assert test_cmds, f"no test command in the first lines of README.md:\n" + "\n".join(head)
+    assert test_cmds, "no test command in the first lines of README.md:\n" + "\n".join(head)
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.strip().startswith("#")]
     assert test_cmds[0] in ci, f"{test_cmds[0]!r} not run by .ci/run: {ci}"

@@ -142,7 +142,7 @@ def test_extract_flip_uses_real_horizontal_flip():
     arrays = DeviceArrays(ArraySplit(images, torch.zeros(6, dtype=torch.long)), spec, torch.device("cpu"))
     net = build_model("resnet8", "cosine", 3, 3, last_relu=False).eval()
     idx = torch.tensor([4, 0, 2])
-    got = extract(net, arrays, idx, 2, torch.device("cpu"), amp=False, flip=True)
+    got = extract(net, arrays, idx, 2, torch.device("cpu"), flip=True)
     x = images[idx].numpy().astype(np.float64) / 255
     x = (x - np.array(spec.mean).reshape(1, 3, 1, 1)) / np.array(spec.std).reshape(1, 3, 1, 1)
     x_flip = np.ascontiguousarray(x[:, :, :, ::-1])                # width reversed, channels kept
@@ -151,7 +151,7 @@ def test_extract_flip_uses_real_horizontal_flip():
         plain = net.features(torch.from_numpy(x).float())
     torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(got, plain, atol=1e-3)
-    torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu"), amp=False), plain,
+    torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu")), plain,
                                rtol=1e-4, atol=1e-5)
 
 

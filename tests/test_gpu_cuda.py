@@ -84,7 +84,7 @@ def test_a_training_step_never_waits_for_the_gpu(monkeypatch):
         return real_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.lr_scheduler.MultiStepLR, "step", epoch_end_closes)
     try:
-        fit(net, objective, data.train_dev, idx, cfg.train, device=DEVICE, g=torch.Generator().manual_seed(0),
+        fit(net, objective, data.train_loader, idx, cfg.train, device=DEVICE, g=torch.Generator().manual_seed(0),
             log=lambda s: None, desc="phase 1")
     finally:
         while guard:
@@ -104,7 +104,7 @@ for _ in range(2):
     cfg = T._cfg()
     data = T.load_run_data(cfg, T.DEVICE)
     net, objective, idx = T._incremental(cfg, data)
-    T.fit(net, objective, data.train_dev, idx, cfg.train, device=T.DEVICE, g=torch.Generator().manual_seed(0),
+    T.fit(net, objective, data.train_loader, idx, cfg.train, device=T.DEVICE, g=torch.Generator().manual_seed(0),
           log=lambda s: None, desc="phase 1", amp=cfg.amp)
     out.append({{k: v.detach().cpu() for k, v in net.state_dict().items()}})
 print(json.dumps({{"same": all(torch.equal(out[0][k], out[1][k]) for k in out[0]),
@@ -131,10 +131,10 @@ def test_bf16_training_and_fp32_decisions_on_this_device():
     for m in net.modules():
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(lambda mod, i, o: seen[mode[0]].add(o.dtype))
-    fit(net, objective, data.train_dev, idx, cfg.train, device=DEVICE, g=torch.Generator().manual_seed(0),
+    fit(net, objective, data.train_loader, idx, cfg.train, device=DEVICE, g=torch.Generator().manual_seed(0),
         log=lambda s: None, desc="phase 1", amp=cfg.amp)
     mode[0] = "eval"
-    feats, logits = extract(net, data.test_dev, data.test_indices(0, 4), 16, DEVICE, cfg.amp, logits=True)
+    feats, logits = extract(net, data.test_loader, data.test_indices(0, 4), 16, DEVICE, logits=True)
     assert seen["train"] == ({torch.bfloat16} if bf16_training("auto", DEVICE) else {torch.float32})
     assert seen["eval"] == {torch.float32} and feats.dtype == logits.dtype == torch.float32
 

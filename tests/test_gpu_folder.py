@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
+from smk import job_pid, run_to_end, start, wait_for
 from ucir.config import resolve
 from ucir.data import load_run_data
 from ucir.data.loaders import FolderImages
@@ -147,7 +148,7 @@ def test_sigterm_to_every_process_saves_the_state_with_folder_data(tree, tmp_pat
             for pid in [os.getpid(), *sent]:
                 os.kill(pid, signal.SIGTERM)
     with pytest.raises(Preempted):
-        fit(net, Objective(cfg, 0), data.train_dev, data.train_indices(0, 2), cfg.base_train, device=CPU,
+        fit(net, Objective(cfg, 0), data.train_loader, data.train_indices(0, 2), cfg.base_train, device=CPU,
             g=torch.Generator().manual_seed(0), log=log, desc="phase 0", state_path=state, fingerprint="f")
     st = load_torch(state)
     assert (st["epoch"], st["batches_done"]) == (1, 1)
@@ -156,29 +157,6 @@ def test_sigterm_to_every_process_saves_the_state_with_folder_data(tree, tmp_pat
 # ------------------------------------------------------------------------------------------ through the workflow
 RUN = "results/folder/lucir/default/p1/seed1993"
 LOG = "logs/folder/lucir/default/p1/seed1993/phase1/train_phase.log"
-
-
-def _snakemake(workdir: Path, config: Path, wait: bool = True):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2", f"{RUN}/summary.json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    if wait:
-        out, _ = proc.communicate(timeout=900)
-        return proc.returncode, out
-    return proc
-
-
-def _job_pid(workdir: Path, script: str) -> int | None:
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if str(workdir) in cmd and cmd.replace("\0", " ").rstrip().endswith(f".{script}.py"):
-                return int(d.name)
-    return None
 
 
 @pytest.mark.workflow
@@ -194,18 +172,10 @@ def test_slurm_style_sigterm_with_folder_data_resumes_through_the_workflow(tmp_p
                                              "train": {"epochs": 20, "milestones": [], "batch_size": 4}}}},
         "experiments": {"main": {"datasets": ["folder"], "methods": ["lucir"], "phases": [1], "plot": "none"}}}))
     work = tmp_path / "work"
-    proc = _snakemake(work, config, wait=False)
+    proc = start(work, config, f"{RUN}/summary.json")
     log = work / LOG
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if log.exists() and "phase 1 epoch 2/" in log.read_text():
-            break
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.05)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("phase 1 never reached its 2nd epoch")
-    pid = _job_pid(work, "train_phase")
+    wait_for(proc, log, "phase 1 epoch 2/", 600)
+    pid = job_pid(work, "train_phase")
     workers = _descendants(pid)
     assert workers, "the job has no DataLoader workers"
     for p in [pid, *workers]:                                       # what Slurm does at a time limit
@@ -217,7 +187,7 @@ def test_slurm_style_sigterm_with_folder_data_resumes_through_the_workflow(tmp_p
     assert "killed by signal" not in text and "exited unexpectedly" not in text, text[-3000:]
     assert (work / RUN / "phase1/state.pt").exists() and not (work / RUN / "phase1/model.pt").exists()
 
-    code, out = _snakemake(work, config)
+    code, out = run_to_end(work, config, f"{RUN}/summary.json")
     assert code == 0, out
     assert "resumed at epoch" in log.read_text()
     assert (work / RUN / "phase1/model.pt").exists() and not (work / RUN / "phase1/state.pt").exists()

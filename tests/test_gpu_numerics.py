@@ -58,7 +58,7 @@ def test_the_spy_sees_bf16_training_on_the_cpu_when_amp_is_true():
     data = load_run_data(cfg, CPU)
     net = build_model("resnet8", "cosine", 2, 3, False)
     spy = Precision(net)
-    fit(net, Objective(cfg, 0), data.train_dev, data.train_indices(0, 2), cfg.base_train, device=CPU,
+    fit(net, Objective(cfg, 0), data.train_loader, data.train_indices(0, 2), cfg.base_train, device=CPU,
         g=torch.Generator().manual_seed(0), log=lambda s: None, desc="phase 0", amp=cfg.amp)
     assert any(dtype == torch.bfloat16 and autocast for dtype, autocast, _ in spy.seen)
 
@@ -72,7 +72,7 @@ def test_evaluation_herding_imprinting_and_nme_are_fp32_whatever_amp_says(amp, m
     net = build_model("resnet8", "cosine", 2, 3, False)
     spy = Precision(net)
     with torch.autocast("cpu", dtype=torch.bfloat16):              # called from inside a bf16 region
-        feats, logits = extract(net, data.test_dev, data.test_indices(0, 2), 4, CPU, amp, logits=True)
+        feats, logits = extract(net, data.test_loader, data.test_indices(0, 2), 4, CPU, logits=True)
     assert feats.dtype == logits.dtype == torch.float32 and spy.fp32_only(), spy.seen[:3]
 
     ckpt = train_base(cfg, data, CPU, lambda s: None)
@@ -169,7 +169,7 @@ def test_a_training_step_converts_no_tensor_to_a_python_value(monkeypatch, metho
         return real_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.lr_scheduler.MultiStepLR, "step", epoch_end_closes)
     lines = []
-    fit(net, objective, data.train_dev, idx, cfg.train, device=CPU, g=torch.Generator().manual_seed(0),
+    fit(net, objective, data.train_loader, idx, cfg.train, device=CPU, g=torch.Generator().manual_seed(0),
         log=lines.append, desc="phase 1")
     assert len(steps) == 4 and ("mr" in lines[-1]) is cfg.margin_ranking
     assert conv.calls == [], conv.calls

@@ -5,12 +5,11 @@ uninterrupted run of the same configuration (which also shows determinism across
 import hashlib
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from smk import job_pid, run_to_end, start, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests/configs/interrupt.yaml"
@@ -22,41 +21,14 @@ pytestmark = pytest.mark.workflow
 
 
 def snakemake(workdir: Path, wait: bool = True):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(CONFIG), "--cores", "2", TARGET]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    if wait:
-        out, _ = proc.communicate(timeout=600)
-        return proc.returncode, out
-    return proc
-
-
-def job_pid(workdir: Path, script: str) -> int | None:
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if str(workdir) in cmd and cmd.replace("\0", " ").rstrip().endswith(f".{script}.py"):
-                return int(d.name)
-    return None
+    return run_to_end(workdir, CONFIG, TARGET, timeout=600) if wait else start(workdir, CONFIG, TARGET)
 
 
 def interrupt(workdir: Path, phase: int, sig: int) -> str:
     """Start the workflow, wait until phase `phase` is in its 4th epoch, send `sig` to that training job."""
     proc = snakemake(workdir, wait=False)
-    log = workdir / f"logs/synthetic/lucir/default/p2/seed1993/phase{phase}/train_phase.log"
-    deadline = time.time() + 400
-    while time.time() < deadline:
-        if log.exists() and f"phase {phase} epoch 3/" in log.read_text():
-            break
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.05)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the phase never reached its 3rd epoch")
+    wait_for(proc, workdir / f"logs/synthetic/lucir/default/p2/seed1993/phase{phase}/train_phase.log",
+             f"phase {phase} epoch 3/", 400)
     pid = job_pid(workdir, "train_phase")
     assert pid is not None
     os.kill(pid, sig)

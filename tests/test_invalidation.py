@@ -6,13 +6,11 @@ on 2 CPU cores), then dry runs of changes (tests/smk.py), each with the jobs it 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from smk import REPO, clone_of, dry_run, run_dirs, snakemake, tail, write_config
-from smk import complete_run as make_complete_run
+from smk import REPO, dry_run, run_dirs, snakemake, tail, workflow_fixtures, write_config
 
 GRID = REPO / "tests" / "configs" / "grid.yaml"
 RUNS = {"lucir/default", "lucir/cn_lc", "icarl/default", "lwf/default", "finetune/default", "joint/default"}
@@ -29,14 +27,7 @@ def run(name: str) -> str:
     return f"results/synthetic/{name}/p2/seed1993"
 
 
-@pytest.fixture(scope="module")
-def complete(tmp_path_factory) -> Path:
-    return make_complete_run(GRID, tmp_path_factory.mktemp("grid"))
-
-
-@pytest.fixture
-def clone(complete, tmp_path):
-    return clone_of(complete, tmp_path)
+complete, clone = workflow_fixtures(GRID, "complete")
 
 
 def _replans(clone, change) -> tuple[set[str], dict[str, int]]:

@@ -100,7 +100,7 @@ def _train(cfg, data, idx, state=None, log=lambda s: None):
     torch.manual_seed(0)
     net = build_model("resnet8", "cosine", 2, 3, False)
     g = torch.Generator().manual_seed(5)
-    fit(net, Objective(cfg, 0), data.train_dev, idx, cfg.base_train, device=CPU, g=g, log=log, desc="phase 0",
+    fit(net, Objective(cfg, 0), data.train_loader, idx, cfg.base_train, device=CPU, g=g, log=log, desc="phase 0",
         state_path=state, checkpoint_every=1, fingerprint="f")
     return net
 
@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_naming_phase_epoch_and_term():
     net = build_model("resnet8", "cosine", 2, 3, False)
     cfg1 = resolve("lucir", dict(cfg.to_dict(), margin_ranking=False))
     with pytest.raises(NonFiniteLoss, match=r"phase 1, epoch 1: loss term 'lf' became NaN or infinite at batch 1$"):
-        fit(net, Objective(cfg1, 1, float("nan"), teacher), data.train_dev, idx, cfg.base_train, device=CPU,
+        fit(net, Objective(cfg1, 1, float("nan"), teacher), data.train_loader, idx, cfg.base_train, device=CPU,
             g=torch.Generator().manual_seed(0), log=lambda s: None, desc="phase 1")
 
 

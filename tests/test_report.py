@@ -31,12 +31,16 @@ def _metrics(cnn_all, groups, nme_all=None, cfg=None, top5=None):
     return out
 
 
+SETTINGS = {"source": "synthetic"}                 # what a run's summary records as its settings
+
+
 def _identity(method="lucir", variant="default", phases=2, seed=1, dataset="d"):
     return {"dataset": dataset, "method": method, "variant": variant, "phases": phases, "seed": seed}
 
 
 def test_run_summary_average_final_forgetting():
-    s = run_summary(_metrics([80, 60, 50], [[80], [70, 50], [60, 40, 50]], nme_all=[70, None, 40]), _identity(), {"source": "synthetic"})
+    s = run_summary(_metrics([80, 60, 50], [[80], [70, 50], [60, 40, 50]], nme_all=[70, None, 40]), _identity(),
+                    SETTINGS)
     assert s["avg_inc_cnn"] == pytest.approx((80 + 60 + 50) / 3)
     assert s["final_cnn"] == 50
     # group 0: best 80 -> 60 (20); group 1: best 50 -> 40 (10); the last group is not counted
@@ -48,7 +52,7 @@ def test_run_summary_average_final_forgetting():
 
 def test_run_summary_bwt_top5_and_accuracy_matrix():
     groups = [[80], [85, 50], [60, 40, 50]]
-    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, 60, 50], top5=[None, 90, 85]), _identity(), {"source": "synthetic"})
+    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, 60, 50], top5=[None, 90, 85]), _identity(), SETTINGS)
     # forgetting: group 0 best 85 -> 60 (25), group 1 best 50 -> 40 (10): 17.5
     # BWT: group 0 60 - 80 (right after the base phase) = -20, group 1 40 - 50 = -10: -15
     assert s["forgetting_cnn"] == pytest.approx(17.5) and s["bwt_cnn"] == pytest.approx(-15)
@@ -65,13 +69,14 @@ def test_run_summary_bwt_top5_and_accuracy_matrix():
     assert [(r.phase, r.group, r.accuracy) for r in cnn.itertuples()] == [
         (0, 0, 80), (1, 0, 85), (1, 1, 50), (2, 0, 60), (2, 1, 40), (2, 2, 50)]
     # without NME in some phase: no NME BWT / top-5
-    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, None, 50], top5=[None, 90, 85]), _identity(), {"source": "synthetic"})
+    s = run_summary(_metrics([80, 60, 50], groups, nme_all=[80, None, 50], top5=[None, 90, 85]), _identity(), SETTINGS)
     assert math.isnan(s["bwt_nme"]) and math.isnan(s["avg_inc_top5_nme"]) and s["bwt_cnn"] == pytest.approx(-15)
 
 
 def test_csvs_round_percentages_json_keeps_full_precision(tmp_path):
     from ucir.report.tables import write_run_outputs
-    s = run_summary(_metrics([57.499998807907104, 60.12345], [[57.499998807907104], [61.0, 59.24]]), _identity(), {"source": "synthetic"})
+    s = run_summary(_metrics([57.499998807907104, 60.12345], [[57.499998807907104], [61.0, 59.24]]), _identity(),
+                    SETTINGS)
     write_run_outputs(s, str(tmp_path / "summary.json"), str(tmp_path / "phases.csv"))
     text = (tmp_path / "phases.csv").read_text()
     assert ",57.5," in text and ",60.12," in text and "57.4999" not in text and "60.123" not in text

@@ -1,7 +1,8 @@
-"""ucir.data.sources on small files written here in the real on-disk layouts, read by torchvision's own code."""
+"""ucir.data.sources on small files written here in the real on-disk layouts, checked against torchvision."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import re
@@ -12,11 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from ucir.data import load_splits
+from ucir.data import load_splits, sources
 from ucir.data.sources import (DatasetError, imagenet_subset_classes, load_cifar100, load_fashion_mnist,
                                load_imagenet, write_class_list)
 from ucir.data.splits import ArraySplit, FolderSplit
 from ucir.data.synthetic import make_synthetic
+
+
+@pytest.fixture(autouse=True)
+def _own_md5_cache(tmp_path, monkeypatch):
+    """Each test remembers md5s in its own cache file, not the user's."""
+    monkeypatch.setattr(sources, "MD5_CACHE", tmp_path / "md5-cache.json")
 
 
 # ------------------------------------------------------------------------------------------------------ CIFAR-100
@@ -101,6 +108,33 @@ def test_cifar100_present_files_need_no_network(tmp_path):
     assert len(train) == 6
 
 
+def test_cifar100_reads_as_torchvision_does(tmp_path):
+    from torchvision.datasets import CIFAR100
+
+    class Unchecked(CIFAR100):                         # torchvision's reader without its md5 checks
+        train_list, test_list = [["train", None]], [["test", None]]
+        meta = {**CIFAR100.meta, "md5": None}
+    _write_cifar(tmp_path, n_train=9, n_test=5, seed=3)
+    with pytest.warns(UserWarning):
+        ours = load_cifar100(str(tmp_path))
+    for split, train in zip(ours, (True, False)):
+        ref = Unchecked(str(tmp_path), train=train)
+        assert torch.equal(split.images, torch.from_numpy(ref.data).permute(0, 3, 1, 2))     # NHWC -> NCHW
+        assert split.targets.tolist() == ref.targets
+
+
+def test_md5_of_a_file_is_computed_once_until_it_changes(tmp_path, monkeypatch):
+    path = tmp_path / "f"
+    path.write_bytes(b"one")
+    calls = []
+    real = sources.hashlib.file_digest
+    monkeypatch.setattr(sources.hashlib, "file_digest", lambda f, a: calls.append(1) or real(f, a))
+    assert sources._md5(str(path)) == sources._md5(str(path)) == hashlib.md5(b"one").hexdigest()
+    assert len(calls) == 1                                # the second job reads the cache
+    path.write_bytes(b"two!")                             # another size and time: hashed again
+    assert sources._md5(str(path)) == hashlib.md5(b"two!").hexdigest() and len(calls) == 2
+
+
 def test_cifar100_missing(tmp_path):
     with pytest.raises(DatasetError, match="cifar-100-python") as e:
         load_cifar100(str(tmp_path))
@@ -168,6 +202,16 @@ def test_fashion_mnist_flat_folder(tmp_path, gz):
     before = sorted(os.listdir(tmp_path / "fm"))
     _check_mnist(load_fashion_mnist(str(tmp_path / "fm")), made)
     assert sorted(os.listdir(tmp_path / "fm")) == before  # nothing gunzipped into the data folder
+
+
+def test_idx_files_read_as_torchvision_does(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+    made = _write_mnist(tmp_path, gz=False)
+    for name, ndim, reader in (("train-images-idx3-ubyte", 3, read_image_file),
+                               ("train-labels-idx1-ubyte", 1, read_label_file)):
+        ours = sources.read_idx(str(tmp_path / name), ndim)
+        assert ours.dtype == torch.uint8 and torch.equal(ours.long(), reader(str(tmp_path / name)).long())
+    assert made
 
 
 def test_fashion_mnist_torchvision_layout(tmp_path):

@@ -29,8 +29,8 @@ def _run(reference: bool):
     cfg = _cfg()
     data = load_run_data(cfg, CPU)
     if reference:
-        data = dataclasses.replace(data, train_dev=PILArrays(data.train, data.spec, CPU),
-                                   test_dev=PILArrays(data.test, data.spec, CPU))
+        data = dataclasses.replace(data, train_loader=PILArrays(data.train, data.spec, CPU),
+                                   test_loader=PILArrays(data.test, data.spec, CPU))
     quiet = lambda s: None  # noqa: E731
     base = train_base(cfg, data, CPU, quiet)
     mem = select_exemplars(cfg, 0, base, None, data, CPU, quiet)

@@ -175,7 +175,7 @@ def test_stages_do_not_mutate_their_input_checkpoints(runs):
 def test_checkpoints_load_weights_only(runs, tmp_path):
     r = runs["lucir"]
     cfg, data = r["cfg"], r["data"]
-    x = next(iter(data.test_dev.batches(data.test_indices(0, 10)[:32], 32, train=False)))[0]
+    x = next(iter(data.test_loader.batches(data.test_indices(0, 10)[:32], 32, train=False)))[0]
     for p, ck in enumerate(r["ckpts"]):
         path = tmp_path / f"phase{p}.pt"
         torch.save(ck, path)

@@ -3,6 +3,7 @@ LUCIR run): one complete run (module-scoped fixture, 1-2 min on 2 CPU cores), th
 """
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
@@ -12,8 +13,7 @@ import pytest
 import yaml
 
 from smk import (REPO, DryRun, clone_of, dry_run, env_for, job_stats, parse_dry_run, phase_files, run_dirs,
-                 snakemake, tail, write_config)
-from smk import complete_run as make_complete_run
+                 snakemake, tail, workflow_fixtures, write_config)
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 RUN = "results/synthetic/lucir/default/p2/seed1993"  # the tiny config's only run (LUCIR, 2 phases)
@@ -30,14 +30,7 @@ def tiny() -> dict:
     return yaml.safe_load(TINY.read_text())
 
 
-@pytest.fixture(scope="module")
-def complete_run(tmp_path_factory) -> Path:
-    return make_complete_run(TINY, tmp_path_factory.mktemp("complete"))
-
-
-@pytest.fixture
-def clone(complete_run, tmp_path):
-    return clone_of(complete_run, tmp_path)
+complete_run, clone = workflow_fixtures(TINY)
 
 
 # ---- a complete run, then nothing to do -----------------------------------------------------------------------
@@ -47,7 +40,8 @@ def test_complete_run_then_nothing_to_do(clone):
     expected = {BASE, f"{RUN}/summary.json", f"{RUN}/phases.csv", f"{PHASE0}/memory.pt", f"{PHASE0}/metrics.json",
                 *phase_files(RUN, "memory.pt", (1, 2)), *phase_files(RUN, "metrics.json", (1, 2)),
                 *phase_files(RUN, "model.pt", (1, 2)),
-                *(f"results/synthetic/tables/{t}.csv" for t in ("phases", "accuracy_matrix", "summary", "paper_comparison")),
+                *(f"results/synthetic/tables/{t}.csv"
+                  for t in ("phases", "accuracy_matrix", "summary", "paper_comparison")),
                 "results/synthetic/figures/accuracy.png", "results/synthetic/figures/accuracy.pdf"}
     stats = job_stats((work.parent / "complete_run.out").read_text())
     assert {r: n for r, n in stats.items() if not r.startswith("plot_")} == {
@@ -58,6 +52,17 @@ def test_complete_run_then_nothing_to_do(clone):
     assert not missing, f"the complete run did not write {missing}"
     run = clone.dry_run()
     assert run.nothing_to_do, f"a second invocation wants to run {run.stats}:\n{run.text[-3000:]}"
+
+
+def test_every_training_job_writes_its_epochs_beside_its_log(complete_run):
+    logs = sorted((complete_run / "work" / "logs").rglob("train_*.log"))
+    assert [p.name for p in logs] == ["train_base.log", "train_phase.log", "train_phase.log"], logs
+    for log in logs:
+        with open(log.with_suffix(".csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["epoch"] for r in rows] == ["1"], log                  # tiny.yaml: one epoch per stage
+        assert {"lr", "loss", "ce", "train_acc", "img_per_s", "seconds"} <= set(rows[0]), rows[0]
+        assert re.search(r" epoch 1/1 lr .* eta 0:00:00$", log.read_text(), re.M), log
 
 
 # ---- changed settings -----------------------------------------------------------------------------------------

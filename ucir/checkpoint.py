@@ -63,9 +63,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig | None = None, ph
 
 
 def to_device(net: IncrementalNet, cfg: RunConfig, device: torch.device) -> IncrementalNet:
-    """Move to the device; channels_last when enabled (faster convolutions on CUDA and on CPU alike: 1.27x for a
-    ResNet-32 training step on 2 CPU cores); torch.compile of the backbone when asked for (in place, so state_dict
-    keys and checkpoints are unchanged)."""
+    """Move to the device; channels_last when enabled (faster convolutions on CUDA and on CPU alike, measured in
+    docs/benchmarks.md); torch.compile of the backbone when asked for (in place, so state_dict keys and checkpoints
+    are unchanged)."""
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)

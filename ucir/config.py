@@ -93,6 +93,7 @@ class RunConfig:
     eval_batch_size: int = 512
     checkpoint_every: int = 0             # epochs between resumable states (0: never)
     workers: int | None = None            # DataLoader workers for folder data (null: the job's threads - 1)
+    tensorboard: bool = False             # training curves also as TensorBoard event files (the `tensorboard` extra)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], check: bool = True) -> "RunConfig":

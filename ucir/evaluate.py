@@ -2,6 +2,8 @@
 new and per class group (the accuracy matrix); top-5 where more than 5 classes are seen; confusion matrices."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -68,14 +70,15 @@ def confusion_matrix(pred: torch.Tensor, targets: torch.Tensor, num_classes: int
 
 
 # ---- the workflow stage ---------------------------------------------------------------------------------------
-def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data,
-                   device: torch.device) -> dict:
+def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data, device: torch.device,
+                   log: Callable[[str], None] | None = None) -> dict:
     num_seen = cfg.classes_seen(phase)
     num_old = cfg.classes_seen(phase - 1) if phase > 0 else 0
     net = load_model(ckpt, cfg, phase, device)
     idx = data.test_indices(0, num_seen)
     targets = data.test.targets[idx]
-    feats, logits = extract(net, data.test_dev, idx, cfg.eval_batch_size, device, logits=True)
+    feats, logits = extract(net, data.test_loader, idx, cfg.eval_batch_size, device, logits=True, log=log,
+                            what="test images")
     cnn = logits.argmax(1)
     out = {"phase": phase, "classes_seen": num_seen, "num_old": num_old, "num_test": len(idx),
            "cnn": split_accuracy(cnn, targets, num_old), "cnn_top5": topk_accuracy(logits, targets),
@@ -83,8 +86,8 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data,
            "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
     if len(torch.unique(memory["label"])) == num_seen:                  # NME needs exemplars of every class
         mi, ml = memory["index"], memory["label"]
-        ef = extract(net, data.train_dev, mi, cfg.eval_batch_size, device)
-        ff = extract(net, data.train_dev, mi, cfg.eval_batch_size, device, flip=True) \
+        ef = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, log=log, what="exemplars")
+        ff = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, flip=True, log=log, what="exemplars") \
             if cfg.nme_flip else None
         scores = nme_scores(feats, class_means(ef, ml, num_seen, ff))
         nme = scores.argmax(dim=1)

@@ -6,22 +6,29 @@ cosine score would change them (issue 13). Training may use bf16; ucir.runtime.b
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 
 from .data.augment import hflip
 from .models import IncrementalNet
 from .runtime import full_precision
 
+PROGRESS_EVERY = 30.0                    # seconds between progress lines (ucir.train.progress uses it too)
+
 
 @torch.inference_mode()
 def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, device: torch.device,
-            amp: bool | str = False, flip: bool = False, logits: bool = False):
+            flip: bool = False, logits: bool = False, log: Callable[[str], None] | None = None,
+            what: str = "images"):
     """Test-transform features (N x D, float32, CPU) of data[indices]; with logits=True also the head's outputs
-    (N x C). flip=True extracts features of horizontally flipped images. `amp` is accepted for the callers' sake
-    and ignored: extraction is fp32."""
+    (N x C). flip=True extracts features of horizontally flipped images. With `log`: how far it is, at least
+    every PROGRESS_EVERY seconds, and when it is done."""
     was_training = net.training
     net.eval()
     feats, outs = [], []
+    t0 = t_line = time.perf_counter()
     with full_precision():
         for x, _ in data.batches(indices, batch_size, train=False):
             if flip:
@@ -30,7 +37,12 @@ def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, d
             if logits:
                 outs.append(net.head(f).cpu())                             # N x C
             feats.append(f.cpu())
+            if log is not None and time.perf_counter() - t_line >= PROGRESS_EVERY:
+                log(f"features of {what}: {sum(map(len, feats))}/{len(indices)}")
+                t_line = time.perf_counter()
     net.train(was_training)
+    if log is not None:
+        log(f"features of {len(indices)} {what}{' (flipped)' if flip else ''} in {time.perf_counter() - t0:.1f}s")
     dim = getattr(net.backbone, "out_dim", 0)
     f = torch.cat(feats) if feats else torch.zeros(0, dim)
     if logits:

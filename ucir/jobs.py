@@ -15,20 +15,29 @@ import torch
 from .config import RunConfig
 from .devices import describe, pick_device
 from .runtime import bf16_training, configure, prepare_environment
+from .train.progress import EpochRecords
 
 # TorchInductor's cache, shared by every job of a workflow (relative to the working directory, where results/ is).
 COMPILE_CACHE = "results/.cache/torchinductor"
+
+
+class JobLog:
+    """A job's log lines, stamped with the time and the seconds since the job started; `record` keeps a training
+    job's per-epoch rows (ucir.train.progress.EpochRecords)."""
+
+    def __init__(self, t0: float, record: EpochRecords | None = None):
+        self.t0, self.record = t0, record
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - self.t0:7.1f}s] {msg}", flush=True)
 
 
 @dataclass
 class Job:
     cfg: RunConfig
     device: torch.device
-    t0: float
+    log: JobLog
     workers: int = 1               # DataLoader workers for folder data
-
-    def log(self, msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - self.t0:7.1f}s] {msg}", flush=True)
 
 
 def loader_workers(workers: int | None, threads: int) -> int:
@@ -42,7 +51,9 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
         compile_cache: str | None = COMPILE_CACHE) -> Iterator[Job]:
     """Redirect stdout/stderr to the job's log (line-buffered, so `tail -f` follows it), set torch threads and
     the device, and log any exception with its traceback before re-raising it. run_settings: the job's params (what
-    its output depends on, ucir.deps.stage_settings); execution: how it runs (ucir.grid.execution_settings)."""
+    its output depends on, ucir.deps.stage_settings); execution: how it runs (ucir.grid.execution_settings).
+    A training job's epochs also go to <log>.csv beside the log, and with `tensorboard: true` to TensorBoard event
+    files in the folder <log> without its suffix."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         t0 = time.perf_counter()
@@ -50,7 +61,9 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
             torch.set_num_threads(max(1, threads))
             cfg = RunConfig.from_dict({**run_settings, **execution}, check=False)
             prepare_environment(cfg.deterministic, compile_cache if cfg.compile else None)   # before CUDA starts
-            j = Job(cfg, torch.device("cpu"), t0, loader_workers(cfg.workers, threads))
+            records = EpochRecords(Path(log_path).with_suffix(".csv"),
+                                   Path(log_path).with_suffix("") if cfg.tensorboard else None)
+            j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads))
             j.device = pick_device(cfg.device, j.log)
             configure(j.device, cfg.deterministic)
             training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"
@@ -62,3 +75,6 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
         except BaseException:
             traceback.print_exc(file=sys.stderr)
             raise
+        finally:
+            if "records" in locals():
+                records.close()

@@ -18,8 +18,9 @@ workflow/profiles/slurm's groups, and the images each stage passes through the n
 
 A training pass is one forward and backward step of the network, plus a forward pass of the previous model where
 the method distills; ucir.bench measures that (LUCIR's objective against a teacher), so its images/s are the
-training rate (slightly pessimistic for base training and the methods without a teacher). Images per class come from IMAGES_PER_CLASS (no data is read), capped by train_per_class /
-test_per_class; herding_official may rank fewer exemplars than asked and is counted as herding.
+training rate (slightly pessimistic for base training and the methods without a teacher). Images per class come
+from IMAGES_PER_CLASS (no data is read), capped by train_per_class / test_per_class; herding_official may rank
+fewer exemplars than asked and is counted as herding.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Any
 import yaml
 
 from . import deps
-from .config import SOURCES, ConfigError, RunConfig
+from .config import ConfigError, RunConfig
 from .grid import Run, expand_runs, shared_jobs
 from .report import FIGURES
 
@@ -205,13 +206,8 @@ def load_config(configfiles: list[str], overrides: list[str] = ()) -> dict[str, 
 
 def check(config: dict[str, Any]) -> list[Run]:
     """The workflow's checks (ucir.validate.check_config), except that dataset folders need not exist."""
-    from .validate import grid_errors, load_schema, schema_errors
-    schema = load_schema(SCHEMA)
-    errors = schema_errors(config, schema)
-    errors += [] if errors else grid_errors(config, schema)
-    if errors:
-        raise ConfigError("; ".join(errors[:5]))
-    return expand_runs(config)
+    from .validate import check_config, load_schema
+    return check_config(config, load_schema(SCHEMA), check_paths=False)
 
 
 # ---- rates ------------------------------------------------------------------------------------------------

@@ -34,9 +34,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                               # glib
 def retain_freed_memory() -> bool:
     """Let glibc keep freed memory for reuse instead of handing it back to the kernel. With its defaults, the
     megabyte-sized activations a training step frees are unmapped or trimmed and every next step faults them in
-    again, page by page (4 million page faults and 8 s of system time for 10,000 ResNet-32 images on 2 cores;
-    12–15 % of a CPU training step). Values are untouched; the process keeps its peak heap. glibc only (Linux):
-    elsewhere nothing changes and False is returned."""
+    again, page by page (what that costs a CPU training step: docs/benchmarks.md). Values are untouched; the
+    process keeps its peak heap. glibc only (Linux): elsewhere nothing changes and False is returned."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
@@ -73,7 +72,8 @@ def configure(device: torch.device, deterministic: bool, keep_freed_memory: bool
         torch.backends.cudnn.allow_tf32 = not deterministic
     if deterministic:
         prepare_environment(True)
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic or torch.are_deterministic_algorithms_enabled():  # setting it imports TorchDynamo (~1.5 s)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 BF16_CAPABILITY = (8, 0)                                                 # Ampere: native bf16 tensor cores

@@ -72,11 +72,13 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         return _fill_enums(yaml.safe_load(f), {**ENUMS, "method": METHODS, "plot": EXPERIMENT_PLOTS})
 
 
-def check_config(config: dict[str, Any], schema: dict[str, Any]) -> list[Run]:
-    """Raise ConfigError on the first problem; return the runs the configuration asks for."""
+def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:
+    """Raise ConfigError on the first problem; return the runs the configuration asks for. check_paths=False: the
+    dataset folders need not exist (planning a grid on a machine without its data)."""
     errors = schema_errors(config, schema)
     errors += [] if errors else grid_errors(config, schema)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
-    check_dataset_paths(config)
+    if check_paths:
+        check_dataset_paths(config)
     return expand_runs(config)

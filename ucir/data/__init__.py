@@ -19,13 +19,13 @@ __all__ = ["ArraySplit", "FolderSplit", "Split", "DataSpec", "RunData", "class_o
 
 @dataclass
 class RunData:
-    """One run's data: splits relabelled to class-order positions, and their device-resident batch makers."""
+    """One run's data: splits relabelled to class-order positions, and their loaders (batches on the device)."""
     order: list[int]
     spec: DataSpec
     train: Split
     test: Split | None                    # None where the stage never evaluates (load_run_data(test=False))
-    train_dev: DeviceArrays | FolderImages
-    test_dev: DeviceArrays | FolderImages | None
+    train_loader: DeviceArrays | FolderImages
+    test_loader: DeviceArrays | FolderImages | None
 
     def train_indices(self, lo: int, hi: int) -> torch.Tensor:
         return indices_of_classes(self.train.targets, lo, hi)

@@ -1,28 +1,28 @@
 """Reading the real datasets from disk into ArraySplit / FolderSplit (targets = original class ids).
 
-All file reading is torchvision's own (CIFAR100, the MNIST idx readers, ImageFolder's scan); this module finds
-the files and turns every way they can be missing or broken into a DatasetError that says what is wrong, what
-layout is expected and how to get the data (ucir.data.load_splits dispatches by the config's `source`).
+This module finds the files and turns every way they can be missing or broken into a DatasetError that says what is
+wrong, what layout is expected and how to get the data (ucir.data.load_splits dispatches by the config's `source`).
+The two in-memory formats are read here with numpy (CIFAR-100's pickles, Fashion-MNIST's idx files: a few lines
+each, checked against torchvision's own readers in tests/test_sources.py), because importing torchvision costs every
+job more than a second; torchvision does the downloading and ImageNet's folder scan.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import pickle
-import shutil
-import tempfile
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR100
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.datasets.mnist import read_image_file, read_label_file
-from torchvision.datasets.utils import check_integrity
 
-from ..io import save_text
+from ..io import save_json, save_text
 from .splits import ArraySplit, FolderSplit
+
 
 class DatasetError(RuntimeError):
     """A dataset is missing, incomplete or corrupt: the message says what, the expected layout, how to get it."""
@@ -30,78 +30,90 @@ class DatasetError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------- CIFAR-100
 
-CIFAR_FOLDER = CIFAR100.base_folder  # "cifar-100-python"
+CIFAR_FOLDER = "cifar-100-python"                     # torchvision.datasets.CIFAR100.base_folder
 CIFAR_FILES = ("train", "test", "meta")
 CIFAR_LAYOUT = "{root}/cifar-100-python/{{train,test,meta}} (the extracted cifar-100-python.tar.gz)"
+# the md5s of the official archive's files (torchvision.datasets.CIFAR100.train_list, test_list and meta)
+CIFAR_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+             "meta": "7973b15100ade9c7d40fb424638fde48"}
+MD5_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ucir" / "md5.json"
 
 
-class _CIFAR100Files(CIFAR100):
-    """torchvision's CIFAR100 with its md5 checks switched off (torchvision's own `check_integrity(path, None)`
-    means "the file exists"). Everything else, reading, download and archive md5 included, is torchvision's.
-
-    Stock CIFAR100 compares train/test/meta against the md5s of the official archive and refuses anything else
-    with "Dataset not found or corrupted", without saying which file; that also rejects any faithful copy that is
-    not byte-identical (a re-pickled copy, the small files the tests write). Here a missing file is reported by
-    name before loading, a broken one by name when it fails to unpickle, and a copy that differs from the official
-    bytes loads with a warning (see `_warn_if_not_official`)."""
-
-    train_list = [[name, None] for name, _ in CIFAR100.train_list]
-    test_list = [[name, None] for name, _ in CIFAR100.test_list]
-    meta = {**CIFAR100.meta, "md5": None}
-
-
-def _cifar_file_problem(path: str, split_file: bool) -> str | None:
-    """Why one CIFAR pickle cannot be used, or None. Only called after torchvision failed, to name the file."""
+def _cifar_file_problem(path: str, split_file: bool) -> tuple[dict | None, str | None]:
+    """(the unpickled entry, None), or (None, why the CIFAR pickle cannot be used)."""
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is broken
-        return f"cannot be unpickled ({type(e).__name__}: {e}); the file is truncated or corrupt"
+        return None, f"cannot be unpickled ({type(e).__name__}: {e}); the file is truncated or corrupt"
     keys = ("data", "fine_labels") if split_file else ("fine_label_names",)
     if not isinstance(entry, dict) or any(k not in entry for k in keys):
-        return f"is not a CIFAR-100 pickle (expected a dict with the entries {', '.join(keys)})"
+        return None, f"is not a CIFAR-100 pickle (expected a dict with the entries {', '.join(keys)})"
     if split_file and (np.asarray(entry["data"]).size != 3072 * len(entry["fine_labels"])):
-        return "has a 'data' array that does not hold 3072 bytes for each of its labels"
-    return None
+        return None, "has a 'data' array that does not hold 3072 bytes for each of its labels"
+    return entry, None
+
+
+def _md5(path: str) -> str:
+    """A file's md5, remembered across jobs (per path, size and modification time) in MD5_CACHE."""
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        cache = json.loads(MD5_CACHE.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        with open(path, "rb") as f:
+            cache[key] = hashlib.file_digest(f, "md5").hexdigest()
+        try:
+            save_json(cache, MD5_CACHE)
+        except OSError:                                   # a read-only home: check again next time
+            pass
+    return cache[key]
 
 
 def _warn_if_not_official(folder: str) -> None:
-    official = CIFAR100.train_list + CIFAR100.test_list + [[CIFAR100.meta["filename"], CIFAR100.meta["md5"]]]
-    differ = [name for name, md5 in official if not check_integrity(os.path.join(folder, name), md5)]
+    differ = [name for name, md5 in CIFAR_MD5.items() if _md5(os.path.join(folder, name)) != md5]
     if differ:
         warnings.warn(f"CIFAR-100 files {differ} in {folder} differ from the official archive (md5); "
                       "results may not be comparable to the paper's", stacklevel=3)
 
 
+def _download_cifar100(root: str) -> None:
+    """torchvision's download of cifar-100-python.tar.gz (archive md5 checked) into root."""
+    from torchvision.datasets import CIFAR100
+    try:
+        CIFAR100(root, train=True, download=True)
+    except (OSError, RuntimeError) as e:  # network failure, bad archive md5
+        raise DatasetError(f"could not download CIFAR-100 into {root} ({e}). Expected layout: "
+                           f"{CIFAR_LAYOUT.format(root=root)}; fetch cifar-100-python.tar.gz and extract it there "
+                           "by hand if this machine has no internet.") from e
+
+
 def load_cifar100(root: str, download: bool = False, test: bool = True) -> tuple[ArraySplit, ArraySplit | None]:
     """(train, test) of CIFAR-100 from root/cifar-100-python/{train,test,meta}; downloaded first (by torchvision,
-    archive md5 checked) when files are missing and `download` is true. Images are uint8 N x 3 x 32 x 32, targets
-    the original fine-label ids 0..99."""
+    archive md5 checked) when files are missing and `download` is true. A copy that is not byte-identical to the
+    official files (a re-pickled one, the small files the tests write) loads with a warning. Images are uint8
+    N x 3 x 32 x 32 (the pickles' own layout, no copy), targets the original fine-label ids 0..99."""
     folder = os.path.join(root, CIFAR_FOLDER)
     missing = [n for n in CIFAR_FILES if not os.path.isfile(os.path.join(folder, n))]
-    if missing and not download:
+    if missing and download:
+        _download_cifar100(root)
+        missing = [n for n in CIFAR_FILES if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
         raise DatasetError(
             f"CIFAR-100 not found: {', '.join(missing)} missing in {folder}. Expected layout: "
             f"{CIFAR_LAYOUT.format(root=root)}. Set `download: true` in the config to let torchvision fetch it, "
             f"or fetch cifar-100-python.tar.gz yourself and extract it into {root}.")
     splits = []
-    for train in (True, False) if test else (True,):
-        try:
-            ds = _CIFAR100Files(root, train=train, download=download and train)
-        except (OSError, RuntimeError) as e:  # network failure, bad archive md5, files still missing
-            raise DatasetError(f"could not download or find CIFAR-100 in {root} ({e}). Expected layout: "
-                               f"{CIFAR_LAYOUT.format(root=root)}; fetch cifar-100-python.tar.gz and extract "
-                               "it there by hand if this machine has no internet.") from e
-        except Exception as e:  # unpickling or format errors: find the file to blame
-            for name in ("train" if train else "test", "meta"):
-                problem = _cifar_file_problem(os.path.join(folder, name), split_file=name != "meta")
-                if problem:
-                    raise DatasetError(f"CIFAR-100 file {os.path.join(folder, name)} {problem}. Delete "
-                                       f"{folder} and extract cifar-100-python.tar.gz again "
-                                       "(or set `download: true`).") from e
-            raise
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-        splits.append(ArraySplit(images, torch.as_tensor(ds.targets, dtype=torch.int64)))
+    for name in ("meta", "train", "test") if test else ("meta", "train"):
+        entry, problem = _cifar_file_problem(os.path.join(folder, name), split_file=name != "meta")
+        if problem:
+            raise DatasetError(f"CIFAR-100 file {os.path.join(folder, name)} {problem}. Delete {folder} and "
+                               "extract cifar-100-python.tar.gz again (or set `download: true`).")
+        if name != "meta":
+            images = torch.from_numpy(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            splits.append(ArraySplit(images, torch.as_tensor(entry["fine_labels"], dtype=torch.int64)))
     _warn_if_not_official(folder)
     return splits[0], splits[1] if test else None
 
@@ -110,6 +122,7 @@ def load_cifar100(root: str, download: bool = False, test: bool = True) -> tuple
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_UBYTE = 0x08                                      # the idx type code of unsigned bytes
 
 
 def _idx_path(folder: str, name: str) -> str | None:
@@ -120,19 +133,20 @@ def _idx_path(folder: str, name: str) -> str | None:
     return None
 
 
-def _read_idx(path: str, reader) -> torch.Tensor:
-    """torchvision's idx reader on `path`; a .gz file is first gunzipped into a temporary file (root stays
-    untouched, it may be read-only)."""
+def read_idx(path: str, ndim: int) -> torch.Tensor:
+    """An idx file of unsigned bytes (gzipped or not) as a uint8 tensor: magic 0, 0, type, ndim, then ndim
+    big-endian int32 sizes, then the data (the format torchvision.datasets.mnist reads)."""
     try:
-        if not path.endswith(".gz"):
-            return reader(path)
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = os.path.join(tmp, os.path.basename(path)[:-3])
-            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return reader(plain)
-    except (EOFError, gzip.BadGzipFile, zlib.error, AssertionError, ValueError, RuntimeError, TypeError,
-            IndexError, KeyError) as e:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            raw = f.read()
+        if len(raw) < 4 + 4 * ndim or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE or raw[3] != ndim:
+            raise ValueError(f"not an idx file of {ndim}-d unsigned bytes (header {raw[:4].hex()})")
+        shape = tuple(int(d) for d in np.frombuffer(raw, ">i4", count=ndim, offset=4))
+        data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+        if data.size != int(np.prod(shape)):
+            raise ValueError(f"{data.size} bytes of data for shape {shape}")
+        return torch.from_numpy(data.reshape(shape).copy())
+    except (EOFError, gzip.BadGzipFile, zlib.error, ValueError) as e:
         raise DatasetError(f"Fashion-MNIST file {path} is truncated or corrupt ({type(e).__name__}: {e}); "
                            "reinstall or re-download it.") from e
 
@@ -152,7 +166,7 @@ def load_fashion_mnist(root: str, test: bool = True) -> tuple[ArraySplit, ArrayS
     splits = []
     for image_name, label_name in [MNIST_FILES["train"]] + ([MNIST_FILES["test"]] if test else []):
         image_path, label_path = _idx_path(folder, image_name), _idx_path(folder, label_name)
-        images, labels = _read_idx(image_path, read_image_file), _read_idx(label_path, read_label_file)
+        images, labels = read_idx(image_path, 3), read_idx(label_path, 1)
         if images.shape[1:] != (28, 28) or len(images) != len(labels):
             raise DatasetError(f"Fashion-MNIST files {image_path} ({tuple(images.shape)}) and {label_path} "
                                f"({len(labels)} labels) do not fit together (expected N x 28 x 28 and N).")
@@ -176,6 +190,7 @@ def _imagenet_dir(root: str, split: str) -> str:
 
 
 def _imagenet_classes(train_dir: str) -> list[str]:
+    from torchvision.datasets.folder import find_classes
     try:
         return find_classes(train_dir)[0]
     except FileNotFoundError as e:
@@ -187,6 +202,7 @@ def load_imagenet(root: str, classes: list[str] | None = None,
     """(train, val) file lists of ImageNet in ImageFolder layout, root/{train,val}/<wnid>/*.JPEG. With `classes`,
     only those folders are used and a class's id is its index in sorted(classes); otherwise all folders of
     train/, id = index in the sorted folder names (ImageFolder's rule). val/ uses the same mapping."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
     train_dir, val_dir = _imagenet_dir(root, "train"), _imagenet_dir(root, "val") if test else None
     available = _imagenet_classes(train_dir)
     if classes is None:

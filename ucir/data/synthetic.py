@@ -33,7 +33,8 @@ def make_synthetic(num_classes: int, train_per_class: int, test_per_class: int, 
 
     def draw(per_class: int) -> ArraySplit:
         if per_class == 0:
-            return ArraySplit(torch.zeros(0, channels, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+            return ArraySplit(torch.zeros(0, channels, size, size, dtype=torch.uint8),
+                              torch.zeros(0, dtype=torch.int64))
         images, targets = [], []
         for c in range(num_classes):
             mode = torch.randint(modes, (per_class,), generator=g)

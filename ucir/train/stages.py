@@ -68,13 +68,14 @@ def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, st
                     cfg, device)
     idx = data.train_indices(0, cfg.base_classes)
     log(f"base phase: {cfg.base_classes} classes, {len(idx)} images")
-    fit(net, Objective(cfg, 0), data.train_dev, idx, cfg.base_train, device=device, g=g, log=log,
+    fit(net, Objective(cfg, 0), data.train_loader, idx, cfg.base_train, device=device, g=g, log=log,
         desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
         fingerprint=fingerprint("train_base", cfg, 0), amp=cfg.amp)
     return make_checkpoint(net, cfg, 0, num_old=0, config=stage_settings("train_base", cfg, 0))
 
 
-def grow_head(net, teacher, cfg: RunConfig, data: RunData, num_old: int, num_seen: int, device) -> None:
+def grow_head(net, teacher, cfg: RunConfig, data: RunData, num_old: int, num_seen: int, device,
+              log: Log | None = None) -> None:
     """Add the new classes' rows. Cosine head: imprinted from the previous model's features of all training
     images of each new class (test transform), scaled to the mean norm of the old rows; old rows frozen when
     cfg.freeze_old (Sec. 3.3). Linear head, or no imprinting: freshly initialised rows."""
@@ -83,7 +84,8 @@ def grow_head(net, teacher, cfg: RunConfig, data: RunData, num_old: int, num_see
     rows: int | torch.Tensor = len(new)
     if cosine and cfg.imprint:
         idx = data.train_indices(num_old, num_seen)
-        feats = extract(teacher, data.train_dev, idx, cfg.eval_batch_size, device)
+        feats = extract(teacher, data.train_loader, idx, cfg.eval_batch_size, device, log=log,
+                        what="new-class training images (imprinting)")
         rows = imprint(feats, data.train.targets[idx], new, float(net.head.row_norms().mean()))
     net.head.add_classes(rows, freeze_old=cosine and cfg.freeze_old)
 
@@ -94,7 +96,7 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
     num_old, num_seen = cfg.classes_seen(phase - 1), cfg.classes_seen(phase)
     teacher = _teacher(prev_ckpt, cfg, phase - 1, device)
     net = load_model(prev_ckpt, cfg, phase - 1, device)
-    grow_head(net, teacher, cfg, data, num_old, num_seen, device)
+    grow_head(net, teacher, cfg, data, num_old, num_seen, device, log)
     if cfg.method == "joint":
         idx = data.train_indices(0, num_seen)                              # all data of every seen class
     else:
@@ -102,7 +104,7 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
     lam = distill_weight(cfg, num_old, num_seen - num_old)
     log(f"phase {phase}: classes {num_old}..{num_seen - 1} new, {len(idx)} images "
         f"({len(memory['index'])} exemplars), distill={cfg.distill} weight={lam:.4g}")
-    fit(net, Objective(cfg, num_old, lam, teacher), data.train_dev, idx, cfg.train, device=device, g=g,
+    fit(net, Objective(cfg, num_old, lam, teacher), data.train_loader, idx, cfg.train, device=device, g=g,
         log=log, desc=f"phase {phase}", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
         fingerprint=fingerprint("train_phase", cfg, phase, prev_ckpt, memory), amp=cfg.amp)
     return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("train_phase", cfg, phase))
@@ -127,7 +129,7 @@ def class_balance_finetune(cfg: RunConfig, phase: int, ckpt: dict, prev_ckpt: di
 
     lam = distill_weight(cfg, num_old, cfg.classes_per_phase)
     log(f"phase {phase} CBF: {len(memory['index'])} exemplars")
-    fit(net, Objective(cfg, num_old, lam, teacher), data.train_dev, memory["index"], cfg.cbf_train,
+    fit(net, Objective(cfg, num_old, lam, teacher), data.train_loader, memory["index"], cfg.cbf_train,
         device=device, g=g, log=log, desc=f"phase {phase} cbf", amp=cfg.amp, train_mode=train_mode)
     return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("finetune_balanced", cfg, phase),
                            extra={"cbf": True})

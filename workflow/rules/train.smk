@@ -7,6 +7,7 @@ rule train_base:
         "results/{dataset}/base/{base}/seed{seed}/model.pt",
     log:
         "logs/{dataset}/base/{base}/seed{seed}/train_base.log",
+        epochs="logs/{dataset}/base/{base}/seed{seed}/train_base.csv",
     benchmark:
         "benchmarks/{dataset}/base/{base}/seed{seed}/train_base.tsv"
     params:
@@ -31,6 +32,7 @@ rule train_phase:
         f"results/{RUN}/phase{{k}}/model.pt",
     log:
         f"logs/{RUN}/phase{{k}}/train_phase.log",
+        epochs=f"logs/{RUN}/phase{{k}}/train_phase.csv",
     benchmark:
         f"benchmarks/{RUN}/phase{{k}}/train_phase.tsv"
     params:
@@ -55,6 +57,7 @@ rule finetune_balanced:
         f"results/{RUN}/phase{{k}}/model_cbf.pt",
     log:
         f"logs/{RUN}/phase{{k}}/finetune_balanced.log",
+        epochs=f"logs/{RUN}/phase{{k}}/finetune_balanced.csv",
     benchmark:
         f"benchmarks/{RUN}/phase{{k}}/finetune_balanced.tsv"
     params:

@@ -10,7 +10,7 @@ with job(snakemake.params.run, execution_settings(snakemake.config, snakemake.wi
          snakemake.log[0], snakemake.threads) as j:
     data = load_run_data(j.cfg, j.device, workers=j.workers)
     metrics = evaluate_phase(j.cfg, int(snakemake.wildcards.get("k", 0)), load_torch(snakemake.input.model),
-                             load_torch(snakemake.input.memory), data, j.device)
+                             load_torch(snakemake.input.memory), data, j.device, j.log)
     metrics.update(class_order=data.order, config=snakemake.params.run, provenance=provenance(j.device))
     if "identity" in snakemake.params.keys():
         metrics["run"] = snakemake.params.identity

@@ -1,0 +1,151 @@
+"""What a training job reports while it runs: the epoch's running sums (kept on the device), a line at least every
+ucir.features.PROGRESS_EVERY seconds inside long epochs, one line per epoch with the job's ETA, and that epoch's row
+of numbers for the job's CSV (and TensorBoard, when asked: EpochRecords).
+
+Reading a device tensor waits for the GPU, so nothing here reads one inside an epoch: the progress lines carry only
+host-side counts and clocks, and the losses, accuracy and non-finite check are read once, at the epoch's end.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .. import features
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite; the message names the phase, epoch and term."""
+
+
+class EpochStats:
+    """An epoch's loss sums, correct predictions and, per loss term, the first batch where it was not finite."""
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.first_bad: dict[str, torch.Tensor] = {}
+        self.correct = torch.zeros((), device=device)
+        self.seen = 0
+
+    def add(self, b: int, terms: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> None:
+        for k, v in terms.items():
+            v = v.detach()
+            self.sums[k] = self.sums.get(k, 0) + v * len(y)
+            bad = self.first_bad.get(k)
+            if bad is None:                                                # once per term and epoch, not per step
+                bad = torch.full((), -1, device=v.device)
+            self.first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), b, bad)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def check_finite(self, where: str) -> None:
+        bad = {k: int(v) for k, v in self.first_bad.items() if int(v) >= 0}
+        if bad:
+            first = min(bad.values())
+            names = [k for k, v in bad.items() if v == first]
+            raise NonFiniteLoss(f"{where}: loss term {' and '.join(map(repr, names))} became NaN or infinite at "
+                                f"batch {first + 1}")
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.seen, 1) for k, v in self.sums.items()}
+
+    def accuracy(self) -> float:
+        return 100 * float(self.correct) / max(self.seen, 1)
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss"""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """Lines of one training run (a stage's `fit`) and its per-epoch records. The ETA is the training time left at
+    the rate of the images trained so far in this process."""
+
+    def __init__(self, log: Callable[[str], None], desc: str, epochs: int, start_epoch: int, images: int,
+                 batches: int):
+        self.log, self.desc, self.epochs, self.images, self.batches = log, desc, epochs, images, batches
+        self.every = features.PROGRESS_EVERY
+        self.record = getattr(log, "record", None)          # a job's log also keeps the epoch rows (EpochRecords)
+        if self.record is not None:
+            self.record.start(start_epoch)
+        self.t_start = time.perf_counter()
+        self.left = (epochs - start_epoch) * images          # images still to train in this process
+        self.done = 0
+
+    def start_epoch(self, skipped_images: int = 0) -> None:
+        self.left -= skipped_images
+        self.t_epoch = self.t_line = time.perf_counter()
+        self.epoch_images = 0
+
+    def eta(self) -> str:
+        rate = self.done / max(time.perf_counter() - self.t_start, 1e-9)
+        return clock((self.left - self.done) / rate) if self.done else "?"
+
+    def batch(self, epoch: int, b: int, n: int) -> None:
+        """After batch b (0-based) of `n` images: a line when `every` seconds passed since the last one."""
+        self.done += n
+        self.epoch_images += n
+        now = time.perf_counter()
+        if now - self.t_line >= self.every and b + 1 < self.batches:
+            rate = self.epoch_images / (now - self.t_epoch)
+            self.log(f"{self.desc}: batch {b + 1}/{self.batches} of epoch {epoch + 1}/{self.epochs}, "
+                     f"{rate:.0f} img/s, eta {self.eta()}")
+            self.t_line = now
+
+    def end_epoch(self, epoch: int, lr: float, stats: EpochStats) -> None:
+        dt = time.perf_counter() - self.t_epoch
+        means = stats.means()
+        loss, acc, rate = sum(means.values()), stats.accuracy(), stats.seen / max(dt, 1e-9)
+        self.log(f"{self.desc} epoch {epoch + 1}/{self.epochs} lr {lr:.4g} loss {loss:.4f} "
+                 + " ".join(f"{k} {v:.4f}" for k, v in means.items())
+                 + f" acc {acc:.2f} img/s {rate:.0f} {dt:.1f}s eta {self.eta()}")
+        if self.record is not None:                         # percentages to 2 decimals, as every CSV of ucir
+            self.record(self.desc, {"epoch": epoch + 1, "lr": lr, "loss": round(loss, 6),
+                                    **{k: round(v, 6) for k, v in means.items()}, "train_acc": round(acc, 2),
+                                    "img_per_s": round(rate, 1), "seconds": round(dt, 3)})
+
+
+class EpochRecords:
+    """A training job's per-epoch rows: a CSV (stage, epoch, lr, loss, every loss term, train_acc, img_per_s,
+    seconds) and, when `tensorboard` is a folder, TensorBoard event files there (the optional `tensorboard`
+    package; `tensorboard --logdir logs/` shows every run side by side). A resumed job keeps the rows of the
+    epochs before its resume point and replaces the others."""
+
+    def __init__(self, csv_path: str | Path, tensorboard: str | Path | None = None):
+        self.csv_path, self.tensorboard = Path(csv_path), tensorboard
+        self.rows: list[dict] = []
+        self.writer = None
+
+    def start(self, start_epoch: int) -> None:
+        if start_epoch and self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= start_epoch]
+        else:
+            self.rows = []
+        if self.tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter     # needs the `tensorboard` extra
+            self.writer = SummaryWriter(str(self.tensorboard), purge_step=start_epoch + 1)
+
+    def __call__(self, stage: str, row: dict) -> None:
+        self.rows.append({"stage": stage, **row})
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.rows)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
+                    self.writer.add_scalar(f"{stage}/{k}", v, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
