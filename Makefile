@@ -6,8 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
 SMK    := $(BIN)/snakemake --cores $(CORES) --printshellcmds
+# CPU runs: training jobs on one thread each, side by side (faster on 2 cores than one job on two threads:
+# docs/benchmarks.md)
+CPU    := --set-threads train_base=1 train_phase=1 finetune_balanced=1
 
-.PHONY: setup demo test test-fast lint bench plan startup gpu-check fmnist-data fmnist report dryrun-paper clean
+.PHONY: setup demo test test-fast lint bench plan startup gpu-check fmnist-data fmnist fmnist-precision report \
+	dryrun-paper clean
 
 setup: $(STAMP)
 
@@ -20,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## The embedded default: the synthetic demo, every stage and plot, on CPU in a few minutes.
 demo: $(STAMP)
-	$(SMK) --configfile configs/demo.yaml
+	$(SMK) $(CPU) --configfile configs/demo.yaml
 	@echo "tables: results/synthetic/tables/   figures: results/synthetic/figures/   report: make report"
 
 ## The whole test suite (unit, workflow caching, lint, slurm when available).
@@ -63,7 +67,11 @@ fmnist-data:
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
 fmnist: $(STAMP) fmnist-data
-	$(SMK) --configfile configs/fashion_mnist.yaml
+	$(SMK) $(CPU) --configfile configs/fashion_mnist.yaml
+
+## The bf16 control (issue 13): LUCIR and iCaRL trained in fp32 and in bf16 on Fashion-MNIST, 3 class orders.
+fmnist-precision: $(STAMP) fmnist-data
+	$(SMK) $(CPU) --configfile configs/fashion_mnist_precision.yaml
 
 ## One HTML file with every figure and table of the demo (after `make demo`).
 report: $(STAMP)

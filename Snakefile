@@ -13,7 +13,7 @@
 #       phase{k}/model_cbf.pt                                  finetune_balanced (variants with cbf)
 #       phase{k}/metrics.json                                  evaluate_phase
 #       summary.json, phases.csv                               summarize_run (phase 0 included)
-#   {dataset}/tables/{phases,accuracy_matrix,summary,paper_comparison}.csv   aggregate
+#   {dataset}/tables/{phases,accuracy_matrix,claims,summary,paper_comparison}.csv   aggregate
 #   {dataset}/figures/*.png|pdf                                plot_*
 # logs/ and benchmarks/ mirror these paths.
 

@@ -155,6 +155,21 @@ def test_a_grid_key_is_named_only_where_it_matters_in_that_point():
     assert set(runs) == {"default", "default_margin0.3", "default_margin_rankingFalse"}
 
 
+def test_the_bf16_control_runs_the_fashion_mnist_protocol_at_30_epochs():
+    def dataset(path):
+        (ds,) = yaml.safe_load((REPO / path).read_text())["datasets"].values()
+        return ds
+    main, control = dataset("configs/fashion_mnist.yaml"), dataset("configs/fashion_mnist_precision.yaml")
+    schedules = ("base_train", "train", "cbf_train")                # the control trains 30 epochs, the main run 20
+    assert {k: v for k, v in main["settings"].items() if k not in schedules} == \
+        {k: v for k, v in control["settings"].items() if k not in schedules}
+    assert control["settings"]["train"] == {"epochs": 30, "lr": 0.1, "milestones": [15, 22], "batch_size": 128}
+    assert {k: v for k, v in main.items() if k != "settings"} == {k: v for k, v in control.items() if k != "settings"}
+    (exp,) = yaml.safe_load((REPO / "configs/fashion_mnist_precision.yaml").read_text())["experiments"].values()
+    assert exp["grid"] == {"amp": [False, True]} and len(yaml.safe_load(
+        (REPO / "configs/fashion_mnist_precision.yaml").read_text())["seeds"]) >= 3
+
+
 def test_runs_that_name_one_shared_job_must_agree_on_it():
     cfg = tiny()
     cfg["experiments"]["main"]["grid"] = {"base_train": [{"epochs": 1, "milestones": [], "batch_size": 16},

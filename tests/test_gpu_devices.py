@@ -255,7 +255,7 @@ def test_jobs_set_the_environment_before_cuda_starts(monkeypatch, tmp_path):
         configure(CPU, deterministic=False)
     assert seen == {"cublas": ":4096:8", "cache": str(tmp_path / "results/.cache/torchinductor")}
     log = (tmp_path / "job.log").read_text()
-    assert "training fp32 (amp: auto), evaluation fp32, deterministic: True" in log
+    assert "training fp32 (amp: False), evaluation fp32, deterministic: True" in log
 
 
 def test_prepare_environment_keeps_values_already_set(monkeypatch, tmp_path):

@@ -41,7 +41,7 @@ def test_complete_run_then_nothing_to_do(clone):
                 *phase_files(RUN, "memory.pt", (1, 2)), *phase_files(RUN, "metrics.json", (1, 2)),
                 *phase_files(RUN, "model.pt", (1, 2)),
                 *(f"results/synthetic/tables/{t}.csv"
-                  for t in ("phases", "accuracy_matrix", "summary", "paper_comparison")),
+                  for t in ("phases", "accuracy_matrix", "claims", "summary", "paper_comparison")),
                 "results/synthetic/figures/accuracy.png", "results/synthetic/figures/accuracy.pdf"}
     stats = job_stats((work.parent / "complete_run.out").read_text())
     assert {r: n for r, n in stats.items() if not r.startswith("plot_")} == {

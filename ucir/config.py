@@ -87,7 +87,8 @@ class RunConfig:
     # execution (does not change the arithmetic on CPU)
     device: str = "auto"                  # auto | cpu | cuda
     deterministic: bool = False
-    amp: bool | str = "auto"              # bf16 training: auto (CUDA, capability >= 8.0) | true (CPU too) | false
+    amp: bool | str = False               # bf16 training: false (fp32, as the official code) | auto (CUDA GPUs of
+    #                                     # capability >= 8.0) | true (the CPU too); docs/benchmarks.md: bf16 control
     channels_last: bool = True            # memory format of the network (CUDA and CPU)
     compile: bool = False
     eval_batch_size: int = 512

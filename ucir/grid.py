@@ -68,13 +68,13 @@ class Run:
 # ---- names of shared jobs -------------------------------------------------------------------------------------
 
 def base_name(cfg: RunConfig) -> str:
-    """A base model: head and backbone, plus the ReLU choice where it is not the head's usual one and the precision
-    where `amp` is not the default."""
+    """A base model: head and backbone, plus the ReLU choice where it is not the head's usual one and the training
+    precision where `amp` is not the default fp32 (-bf16: amp true, -auto: amp auto)."""
     name = f"{cfg.head}-{cfg.backbone}"
     if cfg.last_relu != (cfg.head != "cosine"):
         name += "-relu" if cfg.last_relu else "-norelu"
     if cfg.amp != AMP_DEFAULT:
-        name += "-bf16" if cfg.amp is True else "-fp32"
+        name += {True: "-bf16", False: "-fp32", "auto": "-auto"}[cfg.amp]
     return name
 
 
@@ -90,7 +90,7 @@ def evaluation_name(cfg: RunConfig) -> str:
 
 
 # regular expressions of the names above (the workflow's wildcard constraints)
-BASE_PATTERN = f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?(-bf16|-fp32)?"
+BASE_PATTERN = f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?(-bf16|-fp32|-auto)?"
 MEMORY_PATTERN = f"none|({'|'.join(SELECTIONS)})[0-9]+"
 EVALUATION_PATTERN = "metrics(_noflip)?"
 

@@ -72,7 +72,7 @@ def configure(device: torch.device, deterministic: bool, keep_freed_memory: bool
         torch.backends.cudnn.allow_tf32 = not deterministic
     if deterministic:
         prepare_environment(True)
-    if deterministic or torch.are_deterministic_algorithms_enabled():  # setting it imports TorchDynamo (~1.5 s)
+    if deterministic or torch.are_deterministic_algorithms_enabled():  # setting it imports TorchDynamo: slow
         torch.use_deterministic_algorithms(deterministic)
 
 

@@ -37,10 +37,10 @@ PAPER_RUNS = 3
 PAPER_ORDERS = "not stated: 3 runs (Fig. 5 caption) of 'a fixed random order' (Sec. 4.1); official code: seed 1993"
 
 
-def write_csv(df: pd.DataFrame, path: str) -> None:
-    """Every table's CSV writer: floats (all percentages) rounded to DECIMALS, so float32 noise such as
-    57.499998807907104 is written as 57.5."""
-    df.round(DECIMALS).to_csv(path, index=False)
+def write_csv(df: pd.DataFrame, path: str, decimals: dict[str, int] | None = None) -> None:
+    """Every table's CSV writer: floats (percentages) rounded to DECIMALS, so float32 noise such as
+    57.499998807907104 is written as 57.5; `decimals` for columns that are not percentages (p-values)."""
+    df.round({c: (decimals or {}).get(c, DECIMALS) for c in df.columns}).to_csv(path, index=False)
 
 
 def _nan(x):
@@ -91,7 +91,40 @@ def run_summary(metrics: list[dict], identity: dict, settings: dict) -> dict[str
         out[f"forgetting_{clf}"] = forgetting(groups) if full else nan
         out[f"bwt_{clf}"] = backward_transfer(groups) if full else nan
         out[f"avg_inc_top5_{clf}"] = mean_defined([m.get(f"{clf}_top5") for m in metrics]) if ok else nan
+    first = next((m for m in metrics if m["phase"] == 1 and "head" in m), None)
+    out["head_phase1"] = head_stats(first) if first is not None else None
+    last = metrics[-1]
+    out["prediction_share"] = {clf: new_share(last.get(f"confusion_{clf}"), last.get("num_old", 0))
+                               for clf in CLASSIFIERS} if last["phase"] > 0 else None
     return out
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if len(xs) else float("nan")
+
+
+def head_stats(m: dict) -> dict[str, float]:
+    """Fig. 3's numbers after a phase: mean weight norm and bias of the old and the new classes' rows; for a cosine
+    head the scale each class's logit gets, eta x the norm of its normalised row (= eta for every class)."""
+    h, old = m["head"], m["num_old"]
+    norms, bias, eta = h["weight_norms"], h.get("bias"), h.get("sigma")
+    out = {"norm_old": _mean(norms[:old]), "norm_new": _mean(norms[old:])}
+    if bias is not None:
+        out.update(bias_old=_mean(bias[:old]), bias_new=_mean(bias[old:]))
+    if eta is not None:
+        out.update(scale_old=eta, scale_new=eta)
+    return out
+
+
+def new_share(confusion: list[list[int]] | None, num_old: int) -> dict[str, float] | None:
+    """Of the test images (%), the share predicted as one of the phase's new classes and their true share (Fig. 9's
+    bias towards new classes). confusion: rows true class, columns predicted."""
+    if confusion is None:
+        return None
+    total = sum(map(sum, confusion))
+    predicted = sum(sum(row[num_old:]) for row in confusion)
+    true = sum(sum(row) for row in confusion[num_old:])
+    return {"predicted_new": 100 * predicted / total, "true_new": 100 * true / total}
 
 
 def write_run_outputs(summary: dict, summary_path: str, table_path: str) -> None:

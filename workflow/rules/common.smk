@@ -169,7 +169,7 @@ def get_final_outputs():
     for ds in sorted({r.dataset for r in RUNS.values()}):
         if config["datasets"][ds]["source"] == "imagenet_subset":
             outs.append(f"results/{ds}/classes.txt")
-        outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "accuracy_matrix", "summary", "paper_comparison"])
+        outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "accuracy_matrix", "claims", "summary", "paper_comparison"])
         outs.append(f"results/{ds}/tables/tables.html")
         outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
     return sorted(set(outs))

@@ -17,6 +17,7 @@ rule aggregate:
         summary=report_table("summary"),
         comparison=report_table("paper_comparison"),
         accuracy_matrix=report_table("accuracy_matrix"),
+        claims=report_table("claims"),
         html=report_table("tables", ext="html", label="all three tables (HTML view)"),
     log:
         "logs/{dataset}/aggregate.log",

@@ -2,6 +2,7 @@
 import sys
 
 from ucir.io import load_json
+from ucir.report.claims import P_DECIMALS, claims_table
 from ucir.report.html import tables_html
 from ucir.report.tables import accuracy_matrix, accuracy_matrix_wide, aggregate, write_csv
 
@@ -14,8 +15,11 @@ with open(snakemake.log[0], "w") as log:
     write_csv(summary, snakemake.output.summary)
     write_csv(comparison, snakemake.output.comparison)
     write_csv(matrix, snakemake.output.accuracy_matrix)
+    claims = claims_table(summaries)
+    write_csv(claims, snakemake.output.claims, P_DECIMALS)
     title = f"Tables of dataset {snakemake.wildcards.dataset}"
-    page = tables_html({"Comparison with the paper (paper_comparison.csv)": comparison,
+    page = tables_html({"The paper's claims, paired over class orders (claims.csv)": claims,
+                        "Comparison with the paper (paper_comparison.csv)": comparison,
                         "Summary per setting (summary.csv)": summary,
                         "Every run and phase (phases.csv)": phases,
                         "Accuracy matrix: after each phase, per class group (accuracy_matrix.csv)":

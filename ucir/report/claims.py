@@ -1,0 +1,223 @@
+"""The paper's claims (Sec. 4) as data, answered on a dataset's runs with paired statistics over class orders.
+
+Each claim compares two quantities of the same class order (seed): "A > B" (A above B), "A >= B" (A better or at
+least comparable: not more than EQUIVALENCE points below), or "A ~ B" (within EQUIVALENCE points either way). For
+each claim and number of phases the table gives both sides' mean and sd over the orders, every order's difference
+A - B, their mean with a 95 % t interval, the paired t-test's two-sided p (scipy.stats) and the exact sign-flip
+permutation test's two-sided p (all 2^n sign patterns of the n differences: no normality assumed), and the answer:
+  yes      the interval says so (A > B: it lies above 0; A >= B: its lower end is above -EQUIVALENCE;
+           A ~ B: it lies inside +-EQUIVALENCE),
+  no       the interval says the opposite (A > B or A >= B: it lies below 0 or below -EQUIVALENCE; A ~ B: it lies
+           outside +-EQUIVALENCE),
+  unclear  neither (too few orders, or too much spread among them).
+With fewer than 2 paired orders there is no interval and the answer is "unclear".
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+EQUIVALENCE = 2.0          # percentage points: "comparable" means within this (stated in every row's statement)
+P_DECIMALS = {"p_t": 4, "p_perm": 4}                 # p-values are not percentages (ucir.report.tables.write_csv)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    figure: str
+    statement: str                                       # as the paper states it
+    a: str                                               # labels of the two sides
+    b: str
+    relation: str                                        # ">", ">=" or "~"
+    value_a: Callable[[dict], float | None]              # from a run's summary.json
+    value_b: Callable[[dict], float | None]
+    run_a: tuple[str, str]                               # (method, variant) of the runs giving each side
+    run_b: tuple[str, str]
+    metric: str = ""                                     # in words
+
+
+def _get(key: str):
+    return lambda s: s.get(key)
+
+
+def _head(key: str):
+    return lambda s: (s.get("head_phase1") or {}).get(key)
+
+
+def _share_gap(clf: str):
+    """Share of the last phase's test predictions that go to its new classes, minus their true share (points)."""
+    def gap(s):
+        sh = (s.get("prediction_share") or {}).get(clf)
+        return None if sh is None else sh["predicted_new"] - sh["true_new"]
+    return gap
+
+
+def _abs(f):
+    return lambda s: None if f(s) is None else abs(f(s))
+
+
+def _accuracy_claims(metric: str, words: str) -> list[Claim]:
+    cnn, nme = _get(f"{metric}_cnn"), _get(f"{metric}_nme")
+    L, I, F = ("lucir", "default"), ("icarl", "default"), ("finetune", "default")
+    big = "our method outperforms iCaRL by a large margin (Sec. 4.2, Fig. 5)"
+    return [
+        Claim(f"lucir_cnn>icarl_cnn:{metric}", "5", big, "Ours-CNN", "iCaRL-CNN", ">", cnn, cnn, L, I, words),
+        Claim(f"lucir_cnn>icarl_nme:{metric}", "5", big, "Ours-CNN", "iCaRL-NME", ">", cnn, nme, L, I, words),
+        Claim(f"lucir_cnn>finetune_cnn:{metric}", "5", "Finetune [has] proven to perform poorly for this setting "
+              "(Sec. 4.1)", "Ours-CNN", "Finetune-CNN", ">", cnn, cnn, L, F, words),
+        Claim(f"lucir_cnn>=lucir_nme:{metric}", "5", "in our model, the CNN predictions perform better or at least "
+              f"comparable to the nearest-mean-of-exemplars classification (Sec. 4.2; comparable: within "
+              f"{EQUIVALENCE:g} points)", "Ours-CNN", "Ours-NME", ">=", cnn, nme, L, L, words),
+        Claim(f"icarl_nme>icarl_cnn:{metric}", "5", "which is contrary to the observation in iCaRL (Sec. 4.2): "
+              "iCaRL's NME above its CNN", "iCaRL-NME", "iCaRL-CNN", ">", nme, cnn, I, I, words),
+    ]
+
+
+CLAIMS: list[Claim] = [
+    *_accuracy_claims("avg_inc", "average incremental accuracy"),
+    *_accuracy_claims("final", "final accuracy"),
+    Claim("linear_norms", "3", "the magnitudes of ... the embeddings ... for the new classes are significantly "
+          "higher than those for the old classes (Sec. 3.2, Fig. 3: iCaRL's linear head after one phase)",
+          "new-class weight norm", "old-class weight norm", ">", _head("norm_new"), _head("norm_old"),
+          ("icarl", "default"), ("icarl", "default"), "mean L2 norm of the head's rows after phase 1"),
+    Claim("linear_biases", "3", "the magnitudes of ... the biases for the new classes are significantly higher "
+          "than those for the old classes (Sec. 3.2, Fig. 3)", "new-class bias", "old-class bias", ">",
+          _head("bias_new"), _head("bias_old"), ("icarl", "default"), ("icarl", "default"),
+          "mean bias of the head's rows after phase 1"),
+    Claim("cosine_norms", "3", "cosine normalization ... enforces balanced magnitudes across all classes (Sec. 1): "
+          "the scale of every class's logit is eta * |normalised embedding| = eta", "new-class logit scale",
+          "old-class logit scale", "~", _head("scale_new"), _head("scale_old"), ("lucir", "default"),
+          ("lucir", "default"), "eta x norm of the normalised rows after phase 1"),
+    Claim("cn_lc>cn", "7a", "each component has its contribution to the performance (Sec. 4.4): LC over CN",
+          "CN+LC", "CN", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), ("lucir", "cn_lc"), ("lucir", "cn"),
+          "average incremental accuracy, CNN"),
+    Claim("cn_lc_is>cn_lc", "7a", "each component has its contribution to the performance (Sec. 4.4): IS over "
+          "CN+LC", "CN+LC+IS", "CN+LC", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), ("lucir", "default"),
+          ("lucir", "cn_lc"), "average incremental accuracy, CNN"),
+    Claim("cbf~cn_lc_is", "7a", f"CBF has a relatively small effect (Sec. 4.4; small: within {EQUIVALENCE:g} "
+          "points)", "CN+LC+IS+CBF", "CN+LC+IS", "~", _get("avg_inc_cnn"), _get("avg_inc_cnn"),
+          ("lucir", "cbf"), ("lucir", "default"), "average incremental accuracy, CNN"),
+    Claim("adaptive>fixed", "8", "the adaptive loss weight ... can help achieve better performance for long "
+          "sequences of classes (Sec. 4.4)", "adaptive lambda", "fixed lambda", ">", _get("avg_inc_cnn"),
+          _get("avg_inc_cnn"), ("lucir", "default"), ("lucir", "default_lambda_rulefixed"),
+          "average incremental accuracy, CNN"),
+    Claim("icarl_cnn_biased", "9", "iCaRL-CNN tends to classify the samples into new classes (Sec. 4.4, Fig. 9)",
+          "iCaRL-CNN: predicted share of the last phase's new classes", "their true share", ">",
+          _share_gap("cnn"), lambda s: 0.0 if _share_gap("cnn")(s) is not None else None, ("icarl", "default"),
+          ("icarl", "default"), "test predictions after the last phase (points)"),
+    Claim("lucir_cnn_balanced", "9", "the confusion matrix of Ours-CNN suggests more balanced predictions over all "
+          "classes (Sec. 4.4, Fig. 9)", "iCaRL-CNN: |predicted - true share| of new classes",
+          "Ours-CNN: |predicted - true share|", ">", _abs(_share_gap("cnn")), _abs(_share_gap("cnn")),
+          ("icarl", "default"), ("lucir", "default"), "test predictions after the last phase (points)"),
+]
+
+
+def memory_claims(summaries: list[dict]) -> list[Claim]:
+    """Fig. 7(b): "the more samples reserved, the better performance for both iCaRL and our approach. While in each
+    case, the results of our approach are superior to those of iCaRL", for the memory sizes the runs have (the
+    default variant and its `per_class` grid points)."""
+    sizes = sorted({s["config"].get("per_class") for s in summaries if s["method"] in ("lucir", "icarl")
+                    and _memory_variant(s) and s["config"].get("per_class")})
+    out = []
+    for m in sizes:
+        variant = _variant_of(summaries, m)
+        if variant is None:
+            continue
+        out.append(Claim(f"memory{m}:lucir>icarl", "7b", "in each case, the results of our approach are superior "
+                         f"to those of iCaRL (Sec. 4.4; R_per = {m})", f"Ours-CNN, R_per {m}",
+                         f"iCaRL-NME, R_per {m}", ">", _get("avg_inc_cnn"), _get("avg_inc_nme"),
+                         ("lucir", variant), ("icarl", variant), "average incremental accuracy"))
+    for small, large in zip(sizes, sizes[1:]):
+        vs, vl = _variant_of(summaries, small), _variant_of(summaries, large)
+        if vs is None or vl is None:
+            continue
+        for method, label, clf in (("lucir", "Ours-CNN", "cnn"), ("icarl", "iCaRL-NME", "nme")):
+            out.append(Claim(f"memory{large}>{small}:{method}", "7b", "the more samples reserved, the better "
+                             f"performance (Sec. 4.4): {label}", f"{label}, R_per {large}", f"{label}, R_per {small}",
+                             ">", _get(f"avg_inc_{clf}"), _get(f"avg_inc_{clf}"), (method, vl), (method, vs),
+                             "average incremental accuracy"))
+    return out
+
+
+def _memory_variant(s: dict) -> bool:
+    return s["variant"] == "default" or s["variant"].startswith("default_per_class")
+
+
+def _variant_of(summaries: list[dict], per_class: int) -> str | None:
+    names = {s["variant"] for s in summaries if _memory_variant(s) and s["config"].get("per_class") == per_class}
+    return names.pop() if len(names) == 1 else None
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+
+def paired_stats(d: np.ndarray) -> dict[str, float]:
+    """Mean and sd of paired differences, the 95 % t interval, the t-test's and the exact sign-flip test's
+    two-sided p. NaN where they are undefined (n < 2; sd 0 for the t-test)."""
+    n = len(d)
+    nan = float("nan")
+    if n == 0:
+        return dict(n=0, diff_mean=nan, diff_sd=nan, ci_low=nan, ci_high=nan, p_t=nan, p_perm=nan)
+    mean = float(d.mean())
+    if n < 2:
+        return dict(n=1, diff_mean=mean, diff_sd=nan, ci_low=nan, ci_high=nan, p_t=nan, p_perm=nan)
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    p_t = float(stats.ttest_rel(d, np.zeros(n)).pvalue) if sd > 0 else (0.0 if mean != 0 else 1.0)
+    flips = np.array(list(itertools.product((1, -1), repeat=n)))       # 2^n x n
+    p_perm = float(np.mean(np.abs(flips @ np.abs(d)) >= abs(d.sum()) - 1e-12))
+    return dict(n=n, diff_mean=mean, diff_sd=sd, ci_low=mean - half, ci_high=mean + half, p_t=p_t, p_perm=p_perm)
+
+
+def answer(relation: str, low: float, high: float) -> str:
+    if math.isnan(low):
+        return "unclear"
+    if relation == ">":
+        return "yes" if low > 0 else "no" if high < 0 else "unclear"
+    if relation == ">=":
+        return "yes" if low > -EQUIVALENCE else "no" if high < -EQUIVALENCE else "unclear"
+    inside = -EQUIVALENCE < low and high < EQUIVALENCE
+    outside = high < -EQUIVALENCE or low > EQUIVALENCE
+    return "yes" if inside else "no" if outside else "unclear"
+
+
+def evaluate(claim: Claim, summaries: list[dict]) -> list[dict]:
+    """One row per number of phases (and dataset) that has runs on both sides."""
+    rows = []
+    keys = sorted({(s["dataset"], s["phases"]) for s in summaries})
+    for dataset, phases in keys:
+        def side(run, value):
+            return {s["seed"]: value(s) for s in summaries if (s["dataset"], s["phases"]) == (dataset, phases)
+                    and (s["method"], s["variant"]) == run and value(s) is not None
+                    and not (isinstance(value(s), float) and math.isnan(value(s)))}
+        a, b = side(claim.run_a, claim.value_a), side(claim.run_b, claim.value_b)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+        st = paired_stats(d)
+        av, bv = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+        rows.append(dict(dataset=dataset, claim=claim.id, figure=claim.figure, statement=claim.statement,
+                         metric=claim.metric, phases=phases, a=claim.a, b=claim.b, relation=claim.relation,
+                         a_mean=float(av.mean()), a_sd=float(av.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+                         b_mean=float(bv.mean()), b_sd=float(bv.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+                         seeds=", ".join(map(str, seeds)),
+                         differences=", ".join(f"{x:+.2f}" for x in d), **st,
+                         answer=answer(claim.relation, st["ci_low"], st["ci_high"])))
+    return rows
+
+
+CLAIM_COLS = ["dataset", "claim", "figure", "phases", "statement", "metric", "a", "b", "relation", "n", "seeds",
+              "a_mean", "a_sd", "b_mean", "b_sd", "differences", "diff_mean", "diff_sd", "ci_low", "ci_high",
+              "p_t", "p_perm", "answer"]
+
+
+def claims_table(summaries: list[dict]) -> pd.DataFrame:
+    """Every claim the runs can answer (tables/claims.csv)."""
+    rows = [r for c in CLAIMS + memory_claims(summaries) for r in evaluate(c, summaries)]
+    return pd.DataFrame(rows, columns=CLAIM_COLS)
