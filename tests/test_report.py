@@ -215,6 +215,18 @@ def _texts(fig):
         ([fig._suptitle.get_text()] if fig._suptitle else [])
 
 
+def test_accuracy_panels_stay_as_wide_as_their_legends(tmp_path):
+    # long variant names (a grid over several settings) make a wide legend; the panel above it must not shrink
+    spec = {(m, f"default_lambda_rulefixed_per_class{k}_margin0.{k}", 2, 1): ([80, 70, 60], [78, 68, 58])
+            for m in ("lucir", "icarl") for k in (1, 2, 3)}
+    exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec]}}
+    fig = plots.plot_accuracy(_phases(spec), exps, *_out(tmp_path, "wide"))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()                  # the figure was closed once saved
+    ax = fig.axes[0]
+    assert ax.get_window_extent(renderer).width >= ax.get_legend().get_window_extent(renderer).width
+
+
 def test_accuracy_curves_means_and_legend(tmp_path):
     nan = float("nan")
     spec = {("lucir", "default", 2, 1): ([80, 70, 60], [78, 68, 58]),

@@ -64,18 +64,18 @@ def _abs(f):
 
 def _accuracy_claims(metric: str, words: str) -> list[Claim]:
     cnn, nme = _get(f"{metric}_cnn"), _get(f"{metric}_nme")
-    L, I, F = ("lucir", "default"), ("icarl", "default"), ("finetune", "default")
+    ours, icarl, ft = ("lucir", "default"), ("icarl", "default"), ("finetune", "default")
     big = "our method outperforms iCaRL by a large margin (Sec. 4.2, Fig. 5)"
     return [
-        Claim(f"lucir_cnn>icarl_cnn:{metric}", "5", big, "Ours-CNN", "iCaRL-CNN", ">", cnn, cnn, L, I, words),
-        Claim(f"lucir_cnn>icarl_nme:{metric}", "5", big, "Ours-CNN", "iCaRL-NME", ">", cnn, nme, L, I, words),
+        Claim(f"lucir_cnn>icarl_cnn:{metric}", "5", big, "Ours-CNN", "iCaRL-CNN", ">", cnn, cnn, ours, icarl, words),
+        Claim(f"lucir_cnn>icarl_nme:{metric}", "5", big, "Ours-CNN", "iCaRL-NME", ">", cnn, nme, ours, icarl, words),
         Claim(f"lucir_cnn>finetune_cnn:{metric}", "5", "Finetune [has] proven to perform poorly for this setting "
-              "(Sec. 4.1)", "Ours-CNN", "Finetune-CNN", ">", cnn, cnn, L, F, words),
+              "(Sec. 4.1)", "Ours-CNN", "Finetune-CNN", ">", cnn, cnn, ours, ft, words),
         Claim(f"lucir_cnn>=lucir_nme:{metric}", "5", "in our model, the CNN predictions perform better or at least "
               f"comparable to the nearest-mean-of-exemplars classification (Sec. 4.2; comparable: within "
-              f"{EQUIVALENCE:g} points)", "Ours-CNN", "Ours-NME", ">=", cnn, nme, L, L, words),
+              f"{EQUIVALENCE:g} points)", "Ours-CNN", "Ours-NME", ">=", cnn, nme, ours, ours, words),
         Claim(f"icarl_nme>icarl_cnn:{metric}", "5", "which is contrary to the observation in iCaRL (Sec. 4.2): "
-              "iCaRL's NME above its CNN", "iCaRL-NME", "iCaRL-CNN", ">", nme, cnn, I, I, words),
+              "iCaRL's NME above its CNN", "iCaRL-NME", "iCaRL-CNN", ">", nme, cnn, icarl, icarl, words),
     ]
 
 

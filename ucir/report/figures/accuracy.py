@@ -23,11 +23,24 @@ def plot_accuracy(phases: pd.DataFrame, experiments: dict, png: str, pdf: str, k
     width = min(PAGE, max(COLUMN, 2.4 * len(settings)))
     with style():
         fig, axes = plt.subplots(1, len(settings), figsize=(width, 3.2), squeeze=False, layout="constrained")
+        legends = []
         for ax, p in zip(axes[0], settings):
             avgs = _panel(ax, df[df.phases == p])
+            legends.append(ax.get_legend())
             ax.set_title(titled(phases_title(p), ours_not_above_icarl(avgs), width=50))
         axes[0][0].set_ylabel("top-1 accuracy on all classes seen (%)")
+        _fit_legends(fig, legends)
         return save(fig, png, pdf)
+
+
+def _fit_legends(fig, legends) -> None:
+    """Widen the figure so that each panel is at least as wide as the legend under it (long variant names would
+    otherwise squeeze the panels to nothing in the constrained layout)."""
+    renderer = fig.canvas.get_renderer()
+    need = max(leg.get_window_extent(renderer).width for leg in legends) / fig.dpi        # inches
+    width = len(legends) * (need + 0.5) + 0.4
+    if width > fig.get_figwidth():
+        fig.set_figwidth(width)
 
 
 def ours_not_above_icarl(avgs: dict[str, float]) -> list[str]:
