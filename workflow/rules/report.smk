@@ -50,7 +50,7 @@ rule plot_accuracy:
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_accuracy.py"
+        "../scripts/plot_experiment.py"
 
 
 rule plot_weight_norms:
@@ -89,7 +89,7 @@ rule plot_components:
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_components.py"
+        "../scripts/plot_experiment.py"
 
 
 rule plot_memory:
@@ -109,7 +109,7 @@ rule plot_memory:
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_memory.py"
+        "../scripts/plot_experiment.py"
 
 
 rule plot_adaptive_weight:
@@ -129,7 +129,7 @@ rule plot_adaptive_weight:
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_adaptive_weight.py"
+        "../scripts/plot_experiment.py"
 
 
 rule plot_confusion:

@@ -9,4 +9,4 @@ with open(snakemake.log[0], "w") as log:
     paths = {m: snakemake.input.get(m) for m in snakemake.params.methods}
     print("\n".join(f"{m}: {p}" for m, p in paths.items()), file=log)
     plot_confusion({m: load_json(p) if p else None for m, p in paths.items()},
-                       snakemake.output.png, snakemake.output.pdf)
+                   snakemake.output.png, snakemake.output.pdf)

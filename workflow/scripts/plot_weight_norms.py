@@ -10,4 +10,4 @@ with open(snakemake.log[0], "w") as log:
     linear, cosine = (snakemake.input.get(k) for k in ("linear", "cosine"))
     print(f"linear head: {linear}\ncosine head: {cosine}", file=log)
     plot_weight_norms(load_json(linear) if linear else None, load_json(cosine) if cosine else None,
-                 snakemake.output.png, snakemake.output.pdf)
+                      snakemake.output.png, snakemake.output.pdf)
