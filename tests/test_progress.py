@@ -81,7 +81,7 @@ def test_every_epoch_is_a_csv_row(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["stage", "epoch", "lr", "loss", "ce", "train_acc", "img_per_s", "seconds"]
-    assert [float(r["lr"]) for r in rows] == pytest.approx([0.1, 0.1, 0.01])        # milestone at epoch 2
+    assert [r["lr"] for r in rows] == ["0.1", "0.1", "0.01"]                         # milestone at epoch 2, no float noise
     lines = [m for m in log if m.startswith("phase 0 epoch ")]
     for r, line in zip(rows, lines):                                  # the numbers the log line shows
         assert f"loss {float(r['loss']):.4f}" in line and f"acc {float(r['train_acc']):.2f}" in line

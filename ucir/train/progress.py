@@ -106,7 +106,7 @@ class Progress:
                  + " ".join(f"{k} {v:.4f}" for k, v in means.items())
                  + f" acc {acc:.2f} img/s {rate:.0f} {dt:.1f}s eta {self.eta()}")
         if self.record is not None:                         # percentages to 2 decimals, as every CSV of ucir
-            self.record(self.desc, {"epoch": epoch + 1, "lr": lr, "loss": round(loss, 6),
+            self.record(self.desc, {"epoch": epoch + 1, "lr": float(f"{lr:.6g}"), "loss": round(loss, 6),
                                     **{k: round(v, 6) for k, v in means.items()}, "train_acc": round(acc, 2),
                                     "img_per_s": round(rate, 1), "seconds": round(dt, 3)})
 
