@@ -193,6 +193,7 @@ REAL_EDIT = '\n\n_CODEHASH_PROBE = "a real change to the syntax tree"\n'
     pytest.param("evaluate.py", "comment", {}, set(), id="evaluate-comment_only"),
     pytest.param("evaluate.py", "real", {"evaluate_base": 1, "evaluate_phase": 2, **DOWNSTREAM},
                  {"evaluate_base", "evaluate_phase"}, id="evaluate-real"),
+    pytest.param("train/progress.py", "real", {}, set(), id="progress-real_edit_reruns_nothing"),
     pytest.param("losses.py", "real",
                  {"train_base": 1, "train_phase": 2, "select_base_exemplars": 1, "select_exemplars": 2,
                   "evaluate_base": 1, "evaluate_phase": 2, **DOWNSTREAM},
@@ -210,7 +211,7 @@ def test_package_code_edit_reruns_the_stages_that_use_it(clone, module, edit, ex
     path.write_text((COMMENT_ONLY + text + "\n" + COMMENT_ONLY) if edit == "comment" else (text + REAL_EDIT))
     run = clone.dry_run()
     if not expected:
-        assert run.nothing_to_do, f"a comment-only edit of {module} reruns {run.stats}"
+        assert run.nothing_to_do, f"this edit of {module} reruns {run.stats}"
         return
     run.assert_reruns(expected)
     # the params trigger is what fires: the code hash changed for exactly these rules' jobs

@@ -23,6 +23,9 @@ STAGE_MODULES: dict[str, list[str]] = {
     "evaluate": _MODEL + ["evaluate.py", "metrics.py"],
     "report": ["report", "metrics.py", "io.py"],
 }
+# What a stage reports while it runs (log lines, the per-epoch CSV, TensorBoard), not what it computes: editing it
+# reruns nothing. A non-finite loss it detects fails the job, which then has no output to keep.
+REPORTING_ONLY = frozenset({"train/progress.py"})
 
 
 @lru_cache(maxsize=None)
@@ -37,6 +40,8 @@ def stage_hash(stage: str) -> str:
     for entry in STAGE_MODULES[stage]:
         p = PKG / entry
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            if f.relative_to(PKG).as_posix() in REPORTING_ONLY:
+                continue
             h.update(str(f.relative_to(PKG)).encode())
             h.update(_file_digest(f).encode())
     return h.hexdigest()[:16]
