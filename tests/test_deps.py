@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ucir import deps
-from ucir.config import RunConfig, Schedule, resolve
+from ucir.config import ENUMS, METHODS, RunConfig, Schedule, resolve
 from ucir.data import load_run_data
 from ucir.evaluate import evaluate_phase
 from ucir.exemplars import select_exemplars
@@ -165,6 +165,14 @@ def test_settings_outside_the_params_change_no_output(traced_run):
 
 
 # ---- the rules themselves -------------------------------------------------------------------------------------
+
+def test_the_traced_runs_cover_every_method_and_every_distillation():
+    # a new method or loss gets its own traced run here, or the tests above say nothing about its params
+    runs = [resolve(method, {**TINY, **flags}) for method, flags in CASES.values()]
+    assert {c.method for c in runs} == set(METHODS)
+    assert {c.distill for c in runs} == set(ENUMS["distill"])
+    assert {c.cs_loss for c in runs if c.distill == "cosine_scores"} == set(ENUMS["cs_loss"])
+
 
 def test_every_field_is_classified_once():
     ruled = {k for r in deps.RULES for k in r.keys}
