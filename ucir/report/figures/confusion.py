@@ -70,7 +70,8 @@ def plot_confusion(metrics: dict[str, dict | None], png: str, pdf: str):
             ax.set_xlabel("predicted class")
         axes[0][0].set_ylabel("true class")
         first = next(p[4] for p in panels if p[1] is not None)
-        r, new = first["run"], f"{first['num_old']}-{first['classes_seen'] - 1}"
+        r, lo, hi = first["run"], first["num_old"], first["classes_seen"] - 1
+        new = f"{lo}" if lo == hi else f"{lo}-{hi}"
         fig.suptitle(titled(f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}; "
                             f"new = the last phase's classes ({new})", icarl_cnn_note(panels), width=140),
                      fontsize=7.5)
