@@ -192,9 +192,9 @@ def evaluate(claim: Claim, summaries: list[dict]) -> list[dict]:
     keys = sorted({(s["dataset"], s["phases"]) for s in summaries})
     for dataset, phases in keys:
         def side(run, value):
-            return {s["seed"]: value(s) for s in summaries if (s["dataset"], s["phases"]) == (dataset, phases)
-                    and (s["method"], s["variant"]) == run and value(s) is not None
-                    and not (isinstance(value(s), float) and math.isnan(value(s)))}
+            vals = {s["seed"]: value(s) for s in summaries
+                    if (s["dataset"], s["phases"], s["method"], s["variant"]) == (dataset, phases, *run)}
+            return {k: v for k, v in vals.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
         a, b = side(claim.run_a, claim.value_a), side(claim.run_b, claim.value_b)
         seeds = sorted(set(a) & set(b))
         if not seeds:

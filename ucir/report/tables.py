@@ -99,18 +99,14 @@ def run_summary(metrics: list[dict], identity: dict, settings: dict) -> dict[str
     return out
 
 
-def _mean(xs) -> float:
-    return sum(xs) / len(xs) if len(xs) else float("nan")
-
-
 def head_stats(m: dict) -> dict[str, float]:
     """Fig. 3's numbers after a phase: mean weight norm and bias of the old and the new classes' rows; for a cosine
     head the scale each class's logit gets, eta x the norm of its normalised row (= eta for every class)."""
     h, old = m["head"], m["num_old"]
     norms, bias, eta = h["weight_norms"], h.get("bias"), h.get("sigma")
-    out = {"norm_old": _mean(norms[:old]), "norm_new": _mean(norms[old:])}
+    out = {"norm_old": mean_defined(norms[:old]), "norm_new": mean_defined(norms[old:])}
     if bias is not None:
-        out.update(bias_old=_mean(bias[:old]), bias_new=_mean(bias[old:]))
+        out.update(bias_old=mean_defined(bias[:old]), bias_new=mean_defined(bias[old:]))
     if eta is not None:
         out.update(scale_old=eta, scale_new=eta)
     return out

@@ -161,7 +161,8 @@ def plot_memory(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
 
 def _first_fall(curve: pd.Series) -> str | None:
     """"78.7 at 20 -> 78.5 at 50" for the first memory size where the curve goes down, else None."""
-    for (k0, v0), (k1, v1) in zip(curve.items(), list(curve.items())[1:]):
+    points = list(curve.items())
+    for (k0, v0), (k1, v1) in zip(points, points[1:]):
         if v1 < v0:
             return f"{v0:.1f} at {k0:g} \u2192 {v1:.1f} at {k1:g}"
     return None
