@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(SMK) --lint --configfile configs/demo.yaml
 
 bench: $(STAMP)
-	$(BIN)/python -m ucir.bench --device auto
+	$(BIN)/python -m ucir.tools.bench --device auto
 
 ## What a configuration costs, in seconds and without data: runs, jobs per rule, Slurm allocations, image passes;
 ## device-hours with a throughput: make plan THROUGHPUT=<training images/s>, or make bench | tee bench.txt, then
@@ -47,19 +47,19 @@ CONFIG     ?= config.yaml
 THROUGHPUT ?=
 BENCH      ?=
 plan: $(STAMP)
-	$(BIN)/python -m ucir.plan --configfile $(CONFIG) $(if $(THROUGHPUT),--throughput $(THROUGHPUT)) \
+	$(BIN)/python -m ucir.tools.plan --configfile $(CONFIG) $(if $(THROUGHPUT),--throughput $(THROUGHPUT)) \
 	  $(if $(BENCH),--bench $(BENCH))
 
 ## Seconds each rule's job spends before its first training or inference step (docs/benchmarks.md).
 startup: $(STAMP)
-	$(BIN)/python -m ucir.startup
+	$(BIN)/python -m ucir.tools.startup
 
 ## First run on a new GPU box (<= 10 min on one H100): environment, bench, determinism, a CIFAR-100-shaped
 ## 10-phase schedule in fp32 and bf16 with its 160-epoch estimate, the CUDA tests. README: GPUs.
 ## CPU dry run: make gpu-check GPU_CHECK="--device cpu --tiny"
 GPU_CHECK ?=
 gpu-check: $(STAMP)
-	$(BIN)/python -m ucir.gpucheck $(GPU_CHECK)
+	$(BIN)/python -m ucir.tools.gpucheck $(GPU_CHECK)
 
 ## Real images on CPU: Debian's Fashion-MNIST package (needs root for apt-get).
 fmnist-data:

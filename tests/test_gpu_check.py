@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.workflow
 def test_gpu_check_runs_end_to_end_on_the_cpu():
-    r = subprocess.run([sys.executable, "-m", "ucir.gpucheck", "--device", "cpu", "--tiny", "--no-tests"],
+    r = subprocess.run([sys.executable, "-m", "ucir.tools.gpucheck", "--device", "cpu", "--tiny", "--no-tests"],
                        cwd=REPO, capture_output=True, text=True, timeout=900)
     out = r.stdout
     assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]

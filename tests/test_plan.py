@@ -1,4 +1,4 @@
-"""`python -m ucir.plan` (make plan): its image-pass counts against a count worked by hand, its job counts against
+"""`python -m ucir.tools.plan` (make plan): its image-pass counts against a count worked by hand, its job counts against
 a real `snakemake --dry-run` of the same configuration, its rates against the outputs it reads."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smk import REPO, dry_run, write_config
-from ucir import plan
+from ucir.tools import plan
 from ucir.config import SOURCES
 from ucir.grid import expand_runs
 from ucir.report import EXPERIMENT_PLOTS
@@ -191,5 +191,5 @@ def test_no_torch_needed():
     """The plan reads no data and imports no torch (seconds, on any machine)."""
     import subprocess
     import sys
-    code = "import sys, ucir.plan; sys.exit('torch' in sys.modules)"
+    code = "import sys, ucir.tools.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(REPO)).returncode == 0

@@ -1,9 +1,10 @@
-"""`make startup` (ucir.startup): it replays the jobs of the rules the workflow has, with their scripts' imports."""
+"""`make startup` (ucir.tools.startup): it replays the jobs of the rules the workflow has, with their scripts' imports."""
 from __future__ import annotations
 
 import warnings
 
-from ucir import deps, startup
+from ucir import deps
+from ucir.tools import startup
 from ucir.config import resolve
 
 

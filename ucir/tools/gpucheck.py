@@ -1,14 +1,14 @@
 """`make gpu-check`: the first thing to run on a new GPU box. Sized for 5-10 minutes on one H100.
 
-    python -m ucir.gpucheck                          # the check, on the GPU a job would take
-    python -m ucir.gpucheck --device cpu --tiny      # the same code end to end on a CPU, in about a minute
+    python -m ucir.tools.gpucheck                          # the check, on the GPU a job would take
+    python -m ucir.tools.gpucheck --device cpu --tiny      # the same code end to end on a CPU, in about a minute
 
 Sections, each printed as it completes:
   environment   python, torch, its CUDA build and kernel architectures, the driver's CUDA version, NVML, every
                 visible GPU (name, compute capability, memory, bf16), the GPU variables this process was given,
                 and why torch cannot use CUDA if it cannot
   device        the device a job with `device: auto` takes (ucir.devices.pick_device)
-  bench         `python -m ucir.bench` on that device: ucir's training loop against a naive one
+  bench         `python -m ucir.tools.bench` on that device: ucir's training loop against a naive one
   determinism   one epoch with `deterministic: true`, twice, compared bit for bit, and its speed against the default
   folder data   how many images/s one DataLoader worker decodes (generated JPEGs of ImageNet's size) against how
                 many ResNet-18 trains at 224 px on the device: the workers and CPUs per GPU ImageNet needs
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from .devices import (arch_problem, cuda_problem, describe, driver_cuda_version, gpu_uuid, gpus_given,
+from ..devices import (arch_problem, cuda_problem, describe, driver_cuda_version, gpu_uuid, gpus_given,
                       pick_device, release_gpu)
-from .runtime import bf16_training, configure, prepare_environment
+from ..runtime import bf16_training, configure, prepare_environment
 
 PAPER_EPOCHS = 160                                                        # Sec. 4.1: CIFAR-100, every phase
 
@@ -81,13 +81,13 @@ def environment() -> None:
 
 
 def _lucir_setup(device: torch.device, per_class: int, batch_size: int):
-    """ucir.bench's setting: ResNet-32, LUCIR's incremental objective against a 50-class teacher, 100 classes of
+    """ucir.tools.bench's setting: ResNet-32, LUCIR's incremental objective against a 50-class teacher, 100 classes of
     synthetic CIFAR-shaped images."""
-    from .checkpoint import to_device
-    from .config import resolve
-    from .data import DeviceArrays, make_synthetic, spec_for
-    from .models import build_model
-    from .train.loop import Objective
+    from ..checkpoint import to_device
+    from ..config import resolve
+    from ..data import DeviceArrays, make_synthetic, spec_for
+    from ..models import build_model
+    from ..train.loop import Objective
     train, _ = make_synthetic(100, per_class, 1, seed=0)
     cfg = resolve("lucir", dict(source="synthetic", num_classes=100, base_classes=50, phases=5, device=device.type,
                                 train=dict(epochs=1, milestones=[], batch_size=batch_size)))
@@ -103,7 +103,7 @@ def _lucir_setup(device: torch.device, per_class: int, batch_size: int):
 
 
 def determinism(device: torch.device, per_class: int, batch_size: int) -> bool:
-    from .train.loop import fit
+    from ..train.loop import fit
     cfg, data, objective, fresh = _lucir_setup(device, per_class, batch_size)
     idx = torch.arange(len(data.targets))
 
@@ -133,12 +133,12 @@ def determinism(device: torch.device, per_class: int, batch_size: int) -> bool:
 
 def schedule(device: torch.device, args, precisions: list[str]) -> dict[str, dict]:
     """The protocol once per training precision, through the stage functions a workflow run's jobs call."""
-    from .config import resolve
-    from .data import load_run_data
-    from .evaluate import evaluate_phase
-    from .exemplars import select_exemplars
-    from .metrics import average_incremental_accuracy
-    from .train import train_base, train_phase
+    from ..config import resolve
+    from ..data import load_run_data
+    from ..evaluate import evaluate_phase
+    from ..exemplars import select_exemplars
+    from ..metrics import average_incremental_accuracy
+    from ..train import train_base, train_phase
     e = args.epochs
     milestones = sorted({m for m in (e * 80 // PAPER_EPOCHS, e * 120 // PAPER_EPOCHS) if 0 < m < e})
     sched = dict(epochs=e, milestones=milestones, batch_size=args.batch_size)
@@ -204,9 +204,9 @@ def decode_rate(n: int = 200, size: tuple[int, int] = (500, 375), seed: int = 0)
     import numpy as np
     from PIL import Image
 
-    from .data.loaders import _FolderDataset, FolderImages
-    from .data.specs import spec_for
-    from .data.splits import FolderSplit
+    from ..data.loaders import _FolderDataset, FolderImages
+    from ..data.specs import spec_for
+    from ..data.splits import FolderSplit
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         samples = []
@@ -239,8 +239,8 @@ def decode_rate(n: int = 200, size: tuple[int, int] = (500, 375), seed: int = 0)
 def resnet18_rate(device: torch.device, batch_size: int, steps: int) -> float:
     """Training images per second of ResNet-18 at 224 pixels on `device` (channels_last, bf16 as amp: auto
     decides), data already on the device: what the folder data must keep up with."""
-    from .models import build_model
-    from .runtime import autocast
+    from ..models import build_model
+    from ..runtime import autocast
     net = build_model("resnet18", "cosine", 100, 3, False).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(batch_size, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
@@ -275,7 +275,7 @@ def folder_data(device: torch.device, args) -> None:
 
 
 def cuda_tests(device: torch.device) -> bool:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if not (repo / "tests").is_dir():
         print("no tests/ folder next to the package (an installed copy): skipped")
         return True

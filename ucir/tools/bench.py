@@ -1,6 +1,6 @@
 """Benchmark: ucir's training loop against a naive reference loop, side by side in one process.
 
-    python -m ucir.bench --device auto          (make bench)
+    python -m ucir.tools.bench --device auto          (make bench)
 
 Both loops train the same ResNet-32 with the same LUCIR incremental objective (CE + less-forget + margin ranking
 against a teacher, 50 old of 100 classes) on the same synthetic CIFAR-100-shaped data, with the same batch size.
@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import losses as L
-from .checkpoint import to_device
-from .config import resolve
-from .data import DeviceArrays, make_synthetic, spec_for
-from .models import build_model
-from .devices import pick_device
-from .runtime import bf16_training, configure
-from .train.loop import Objective, fit, make_optimizer
+from .. import losses as L
+from ..checkpoint import to_device
+from ..config import resolve
+from ..data import DeviceArrays, make_synthetic, spec_for
+from ..models import build_model
+from ..devices import pick_device
+from ..runtime import bf16_training, configure
+from ..train.loop import Objective, fit, make_optimizer
 
 
 class NaiveCifar(Dataset):
@@ -153,9 +153,9 @@ def main(argv=None) -> None:
         print(f"{name:5s} images/s: min {min(v):.1f}  median {statistics.median(v):.1f}  max {max(v):.1f}")
 
     # one incremental phase through the real stage function
-    from .data import load_run_data
-    from .train import train_base, train_phase
-    from .exemplars import select_exemplars
+    from ..data import load_run_data
+    from ..train import train_base, train_phase
+    from ..exemplars import select_exemplars
     pcfg = resolve("lucir", dict(dataset="bench", source="synthetic", num_classes=100, base_classes=50, phases=5,
                                  train_per_class=args.per_class, test_per_class=10, device=device.type,
                                  base_train=dict(epochs=1, milestones=[], batch_size=args.batch_size),

@@ -1,6 +1,6 @@
 """What a configuration will cost, from the configuration alone: no data, no torch, a few seconds.
 
-    python -m ucir.plan [--configfile config.yaml ...] [--config key=value ...]
+    python -m ucir.tools.plan [--configfile config.yaml ...] [--config key=value ...]
                         [--throughput IMG_PER_S [--inference-throughput IMG_PER_S] | --bench FILE]     (make plan)
 
 Per experiment and in total: the runs, the jobs of every rule exactly as Snakemake plans them (the workflow's
@@ -17,7 +17,7 @@ workflow/profiles/slurm's groups, and the images each stage passes through the n
                 test: the test images of every class seen (evaluate_base / evaluate_phase)
 
 A training pass is one forward and backward step of the network, plus a forward pass of the previous model where
-the method distills; ucir.bench measures that (LUCIR's objective against a teacher), so its images/s are the
+the method distills; ucir.tools.bench measures that (LUCIR's objective against a teacher), so its images/s are the
 training rate (slightly pessimistic for base training and the methods without a teacher). Images per class come
 from IMAGES_PER_CLASS (no data is read), capped by train_per_class / test_per_class; herding_official may rank
 fewer exemplars than asked and is counted as herding.
@@ -36,10 +36,10 @@ from typing import Any
 
 import yaml
 
-from . import deps
-from .config import ConfigError, RunConfig
-from .grid import Run, expand_runs, shared_jobs
-from .report import FIGURES
+from .. import deps
+from ..config import ConfigError, RunConfig
+from ..grid import Run, expand_runs, shared_jobs
+from ..report import FIGURES
 
 # Images per class of each source: (training, test, where the figure comes from).
 IMAGES_PER_CLASS: dict[str, tuple[float, float, str]] = {
@@ -61,10 +61,10 @@ BASE_RULES = {"train_base": "train_base", "select_exemplars": "select_base_exemp
 RULES = ("train_base", "select_base_exemplars", "evaluate_base", "train_phase", "select_exemplars",
          "finetune_balanced", "evaluate_phase", "summarize_run", "list_classes", "aggregate",
          *(f"plot_{f}" for f in FIGURES), "all")
-# ucir.bench's training rate is measured without an inference counterpart: a forward pass costs about a third of
+# ucir.tools.bench's training rate is measured without an inference counterpart: a forward pass costs about a third of
 # a training step (forward + backward, the backward about twice the forward), so inference is taken 3x faster.
 INFERENCE_SPEEDUP = 3.0
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 # ---- images -----------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def load_config(configfiles: list[str], overrides: list[str] = ()) -> dict[str, 
 
 def check(config: dict[str, Any]) -> list[Run]:
     """The workflow's checks (ucir.validate.check_config), except that dataset folders need not exist."""
-    from .validate import check_config, load_schema
+    from ..validate import check_config, load_schema
     return check_config(config, load_schema(SCHEMA), check_paths=False)
 
 
@@ -225,14 +225,14 @@ _BENCH_DEVICE = re.compile(r"^device (\S+ \(.*?\)), .*?(ResNet-\d+)", re.M)
 
 
 def rates_from_bench(text: str, where: str) -> Rates:
-    """The rates in a saved output of `make bench` / `python -m ucir.bench` (or of `make gpu-check`, which runs
+    """The rates in a saved output of `make bench` / `python -m ucir.tools.bench` (or of `make gpu-check`, which runs
     it): the median images/s of ucir's training loop, and of inference when the output has it."""
     m = _BENCH_UCIR.search(text)
     if not m:
-        raise ValueError(f"{where}: no line 'ucir images/s: min ... median ...' (the output of python -m ucir.bench)")
+        raise ValueError(f"{where}: no line 'ucir images/s: min ... median ...' (the output of python -m ucir.tools.bench)")
     train = float(m[1])
     dev = _BENCH_DEVICE.search(text)
-    what = f"{where}: ucir.bench's median training rate" + (f" on {dev[1]}, {dev[2]}" if dev else "")
+    what = f"{where}: ucir.tools.bench's median training rate" + (f" on {dev[1]}, {dev[2]}" if dev else "")
     inf = _BENCH_INFER.search(text)
     if inf:
         return Rates(train, float(inf[1]), f"{what}; its inference rate")
@@ -309,7 +309,7 @@ def report(config: dict[str, Any], runs: list[Run], plans: dict[str, Plan], rate
               "(docs/benchmarks.md)", _table(header, rows)]
     other = sorted({(r.dataset, r.cfg.backbone) for r in runs if r.cfg.backbone != "resnet32"})
     if other:
-        lines.append("note: the rate holds for the measured network (ucir.bench: ResNet-32 on 32 x 32 images); "
+        lines.append("note: the rate holds for the measured network (ucir.tools.bench: ResNet-32 on 32 x 32 images); "
                      + ", ".join(f"{ds} uses {b}" for ds, b in other) + ": measure the rate for it")
     return "\n".join(lines)
 
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="as for snakemake")
     rate = ap.add_mutually_exclusive_group()
     rate.add_argument("--throughput", type=float, metavar="IMG_PER_S", help="training images/s on the device")
-    rate.add_argument("--bench", metavar="FILE", help="the saved output of `make bench` (python -m ucir.bench)")
+    rate.add_argument("--bench", metavar="FILE", help="the saved output of `make bench` (python -m ucir.tools.bench)")
     ap.add_argument("--inference-throughput", type=float, metavar="IMG_PER_S",
                     help=f"inference images/s (default: {INFERENCE_SPEEDUP:g}x the training rate)")
     args = ap.parse_args(argv)

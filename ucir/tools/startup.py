@@ -1,6 +1,6 @@
 """Seconds a workflow job spends before its first training or inference step, per rule:  make startup
 
-    python -m ucir.startup [--repeat 5] [--root DIR] [--device cpu] [--snakemake CONFIG]
+    python -m ucir.tools.startup [--repeat 5] [--root DIR] [--device cpu] [--snakemake CONFIG]
 
 Each rule's job is replayed in a fresh interpreter, the way Snakemake runs a `script:` job: the preamble Snakemake
 puts before the script (unpickling its `snakemake` object imports snakemake.script, snakemake.logging and
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "workflow" / "rules"
 SEGMENTS = ("python", "imports", "device", "data", "checkpoints")
 # The rules whose scripts run a stage: (stage, phase, their input checkpoints), as workflow/rules/common.smk wires
@@ -81,10 +81,10 @@ def child(spec: dict) -> dict[str, float]:
     exec(compile(script_imports(Path(spec["script"])), spec["script"], "exec"), {"__name__": "startup"})
     mark("imports")
     if spec.get("stage"):
-        from .checkpoint import load_model
-        from .data import load_run_data
-        from .io import load_torch
-        from .jobs import job
+        from ..checkpoint import load_model
+        from ..data import load_run_data
+        from ..io import load_torch
+        from ..jobs import job
         with job(spec["settings"], spec["execution"], spec["log"], spec["threads"]) as j:
             mark("device")
             load_run_data(j.cfg, j.device, workers=spec["threads"], test=spec["test"])
@@ -123,9 +123,9 @@ def checkpoints(cfg, folder: Path) -> dict[str, str]:
     """The inputs of STAGE_JOBS: base and phase-1 models, the memories after the base phase and phase 1."""
     import torch
 
-    from .checkpoint import make_checkpoint
-    from .io import save_torch
-    from .models import build_model
+    from ..checkpoint import make_checkpoint
+    from ..io import save_torch
+    from ..models import build_model
     out = {}
     for name, phase in (("base", 0), ("phase1", 1)):
         net = build_model(cfg.backbone, cfg.head, cfg.classes_seen(phase), 3, cfg.last_relu)
@@ -145,7 +145,7 @@ def measure(rule: str, script: Path, threads: int, spec: dict, repeat: int) -> l
     runs = []
     for _ in range(repeat):
         spec = dict(spec, script=str(script), threads=threads, t0=time.monotonic())
-        r = subprocess.run([sys.executable, "-m", "ucir.startup", "--child", json.dumps(spec)], env=env,
+        r = subprocess.run([sys.executable, "-m", "ucir.tools.startup", "--child", json.dumps(spec)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{rule}: the replayed job failed:\n{r.stdout[-3000:]}")
@@ -158,7 +158,7 @@ def snakemake_seconds(configfile: str, repeat: int) -> float:
     before it runs its job. In a scratch folder with empty data folders (a dry run reads no data)."""
     import yaml
 
-    from .grid import expand_runs
+    from ..grid import expand_runs
     config = yaml.safe_load(Path(configfile).read_text())
     r = expand_runs(config)[0]
     target = f"results/{r.dataset}/base/{r.base}/seed{r.seed}/model.pt"
@@ -192,8 +192,8 @@ def main(argv=None) -> int:
         print(json.dumps(child(json.loads(args.child))))
         return 0
 
-    from . import deps
-    from .config import resolve
+    from .. import deps
+    from ..config import resolve
     scripts = rule_scripts()
     rules = args.rules or list(scripts)
     with tempfile.TemporaryDirectory() as tmp:
