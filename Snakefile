@@ -35,7 +35,15 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+
 rule all:
     input:
         get_final_outputs(),
     default_target: True
+
+
+# The rules of this workflow are those of the table in ucir/pipeline.py, which the plan, the code hashes and the
+# tools read: stop before any job when they differ.
+_mismatch = rule_mismatch(r.name for r in workflow.rules)
+if _mismatch:
+    raise WorkflowError(f"workflow/rules and ucir.pipeline.RULES differ: {_mismatch}")

@@ -25,8 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 # RunConfig fields that are not per-run settings: they come from datasets.<name>, the grid's axes or the top level
-NOT_SETTINGS = {"dataset", "source", "root", "download", "num_classes", "base_classes", "phases", "seed", "method",
-                "device", "deterministic"}
+NOT_SETTINGS = {"dataset", "source", "root", "download", "num_classes", "base_classes", "phases", "seed", "method"}
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")     # the workflow's wildcard constraint for {variant}
 
 

@@ -90,7 +90,7 @@ def _perturbed(cfg: RunConfig, keep: set[str]) -> RunConfig:
     return RunConfig(**out)
 
 
-def _run_stage(stage, cfg, phase, state):
+def _run_stage(stage, cfg, phase, state, per_class=None):
     """Run one stage with `cfg`, reading its inputs from `state` (outputs of earlier stages, full settings)."""
     data = load_run_data(cfg, CPU, workers=0, test=stage == "evaluate_phase")
     log = lambda msg: None  # noqa: E731
@@ -98,7 +98,7 @@ def _run_stage(stage, cfg, phase, state):
         return train_base(cfg, data, CPU, log)
     if stage == "select_exemplars":
         return select_exemplars(cfg, phase, state[("model", phase)], state.get(("memory", phase - 1)), data, CPU,
-                                log)
+                                log, per_class=per_class)
     if stage == "train_phase":
         return train_phase(cfg, phase, state[("final", phase - 1)], state[("memory", phase - 1)], data, CPU, log)
     if stage == "finetune_balanced":
@@ -135,9 +135,11 @@ def traced_run(request):
     state, jobs = {}, []
     for stage, phase in deps.run_stages(cfg):
         params = deps.stage_settings(stage, cfg, phase)
-        job_cfg = _as_traced(RunConfig.from_dict({**params, **execution}, check=False))   # what a job builds
-        out = _run_stage(stage, job_cfg, phase, state)
-        other = _run_stage(stage, _perturbed(cfg, set(params)), phase, state)
+        fields = {k: v for k, v in params.items() if k != deps.EXEMPLARS}
+        job_cfg = _as_traced(RunConfig.from_dict({**fields, **execution}, check=False))   # what a job builds
+        per_class = params.get(deps.EXEMPLARS)                                             # ... and passes on
+        out = _run_stage(stage, job_cfg, phase, state, per_class)
+        other = _run_stage(stage, _perturbed(cfg, set(params)), phase, state, per_class)
         jobs.append((stage, phase, params, job_cfg.reads(), out, other))
         _store(stage, phase, out, state)
     return request.param, jobs
@@ -154,7 +156,8 @@ def test_stages_read_every_param_not_implied_by_their_inputs(traced_run):
     case, jobs = traced_run
     implied = {k for r in deps.RULES if r.implied for k in r.keys}
     for stage, phase, params, reads, _, _ in jobs:
-        unread = set(params) - reads - implied - (set(deps.MEMORY) if stage == "evaluate_phase" else set())
+        # the memory's size: passed to the selection (not a field), and keys the memory an evaluation reads
+        unread = set(params) - reads - implied - {deps.EXEMPLARS}
         assert not unread, f"{case}: {stage} after phase {phase} has params it never reads: {sorted(unread)}"
 
 
@@ -176,7 +179,7 @@ def test_the_traced_runs_cover_every_method_and_every_distillation():
 
 def test_every_field_is_classified_once():
     ruled = {k for r in deps.RULES for k in r.keys}
-    classified = [*ruled, *deps.EXECUTION, *deps.STRUCTURAL, *deps.MEMORY]
+    classified = [*ruled, *deps.EXECUTION, *deps.STRUCTURAL, *deps.MEMORY_SIZE]
     assert len(classified) == len(set(classified)), sorted(k for k in classified if classified.count(k) > 1)
     assert set(classified) == FIELDS, (FIELDS - set(classified), set(classified) - FIELDS)
     for key in ruled:                                       # a field's rules never overlap in a stage
@@ -216,8 +219,9 @@ def test_memory_is_the_number_kept_per_class_not_how_it_was_asked_for():
     per_class, total = _lucir(per_class=4), _lucir(per_class=None, total=8)
     for stage in ("select_exemplars", "evaluate_phase"):
         assert deps.stage_settings(stage, per_class, 0) == deps.stage_settings(stage, total, 0)
-    assert deps.stage_settings("select_exemplars", total, 1)["per_class"] == 2   # ceil(8 / 4)
-    assert deps.stage_settings("select_exemplars", resolve("lwf", TINY), 0)["per_class"] == 0
+    assert deps.stage_settings("select_exemplars", total, 1)[deps.EXEMPLARS] == 2   # ceil(8 / 4)
+    assert not {"per_class", "total"} & set(deps.stage_settings("select_exemplars", total, 1))
+    assert deps.stage_settings("select_exemplars", resolve("lwf", TINY), 0)[deps.EXEMPLARS] == 0
 
 
 def test_params_are_builtins_with_sorted_keys():

@@ -12,7 +12,7 @@ from smk import REPO, dry_run, write_config
 from ucir.tools import plan
 from ucir.config import SOURCES
 from ucir.grid import expand_runs
-from ucir.report import EXPERIMENT_PLOTS
+from ucir.report import EXPERIMENT_PLOTS, FIGURES
 
 N_TRAIN, N_TEST = 10, 4          # images per class
 B, STEP, P, M = 2, 2, 2, 3       # base classes, classes per phase, phases, exemplars per class
@@ -72,7 +72,7 @@ def hand_count() -> tuple[Counter, Counter]:
                 jobs["finetune_balanced"] += 1
                 passes["finetune_balanced"] += E_CBF * memory[k]
         jobs["summarize_run"] += 1
-    jobs.update(aggregate=1, all=1, **{f"plot_{f}": 1 for f in plan.FIGURES})
+    jobs.update(aggregate=1, all=1, **{f"plot_{f}": 1 for f in FIGURES})
     return jobs, passes
 
 

@@ -10,13 +10,15 @@ from ucir.config import resolve
 
 def test_every_stage_rule_is_replayed_with_its_own_script():
     scripts = startup.rule_scripts()
-    assert set(startup.STAGE_JOBS) <= set(scripts)
+    stage_rules = [r for r in scripts if startup.stage_job(r)]
+    assert set(stage_rules) == {"train_base", "select_base_exemplars", "evaluate_base", "train_phase",
+                                "select_exemplars", "finetune_balanced", "evaluate_phase"}
     assert {"summarize_run", "aggregate"} <= set(scripts)
     assert all(path.is_file() for path, _ in scripts.values())
     assert scripts["select_base_exemplars"][0].name == "select_exemplars.py"
     assert scripts["train_phase"][1] == 2                                   # its threads
     code = startup.script_imports(scripts["train_base"][0])
-    assert "from ucir.train import train_base" in code and "job(" not in code
+    assert "from ucir.train import train_base" in code and "stage_job(" not in code
 
 
 def test_child_times_each_segment(tmp_path):

@@ -186,11 +186,22 @@ def test_adding_to_the_grid_adds_only_the_new_jobs(clone, change):
 # ---- package code: the `code` param ---------------------------------------------------------------------------
 
 COMMENT_ONLY = "# a comment that changes no syntax tree\n\n\n"
+DOCSTRING = "a docstring edited: documentation, as a comment is"
 REAL_EDIT = '\n\n_CODEHASH_PROBE = "a real change to the syntax tree"\n'
+
+
+def edited(text: str, edit: str) -> str:
+    if edit == "comment":
+        return COMMENT_ONLY + text + "\n" + COMMENT_ONLY
+    if edit == "docstring":       # the module docstring's first line, and the first function docstring's
+        assert text.startswith('"""') and '\n    """' in text, "no docstrings to edit"
+        return f'"""{DOCSTRING}. ' + text[3:].replace('\n    """', f'\n    """{DOCSTRING}. ', 1)
+    return text + REAL_EDIT
 
 
 @pytest.mark.parametrize("module,edit,expected,params_rules", [
     pytest.param("evaluate.py", "comment", {}, set(), id="evaluate-comment_only"),
+    pytest.param("losses.py", "docstring", {}, set(), id="losses-docstring_only"),
     pytest.param("evaluate.py", "real", {"evaluate_base": 1, "evaluate_phase": 2, **DOWNSTREAM},
                  {"evaluate_base", "evaluate_phase"}, id="evaluate-real"),
     pytest.param("train/progress.py", "real", {}, set(), id="progress-real_edit_reruns_nothing"),
@@ -208,7 +219,7 @@ def test_package_code_edit_reruns_the_stages_that_use_it(clone, module, edit, ex
 
     path = clone.src / "ucir" / module
     text = path.read_text()
-    path.write_text((COMMENT_ONLY + text + "\n" + COMMENT_ONLY) if edit == "comment" else (text + REAL_EDIT))
+    path.write_text(edited(text, edit))
     run = clone.dry_run()
     if not expected:
         assert run.nothing_to_do, f"this edit of {module} reruns {run.stats}"
@@ -224,9 +235,8 @@ def test_package_code_edit_reruns_the_stages_that_use_it(clone, module, edit, ex
 def test_jobs_started_by_a_cluster_keep_the_code_hashes_of_the_submitting_run(clone):
     # A cluster job runs Snakemake again inside itself; it must use the hashes computed when the grid was
     # submitted (handed down in UCIR_CODE_HASHES), so an edit made mid-run cannot make it redo earlier phases.
-    stages = "('train', 'select_exemplars', 'evaluate', 'report')"
-    hashes = subprocess.run([sys.executable, "-c", "import json; from ucir.codehash import stage_hash; "
-                             f"print(json.dumps({{s: stage_hash(s) for s in {stages}}}))"],
+    hashes = subprocess.run([sys.executable, "-c", "import json; from ucir.codehash import submission_hashes; "
+                             "print(json.dumps(submission_hashes()))"],
                             env=env_for(clone.src), capture_output=True, text=True, check=True).stdout.strip()
     path = clone.src / "ucir" / "losses.py"
     path.write_text(path.read_text() + REAL_EDIT)

@@ -8,8 +8,9 @@ the README's table against it, and checks the rules against what every stage rea
 Three kinds of fields are in no job's params:
 - EXECUTION: how a job runs, not what it computes. They reach the job apart from its params (grid.execution_settings).
 - STRUCTURAL: which jobs exist (cbf adds a finetune job after every phase and feeds its model to the next phase).
-- per_class and total: folded into the number of exemplars kept per class after the phase (`memory`), so R_per = 20
-  and a fixed total that gives 20 per class are the same selection.
+- MEMORY_SIZE (per_class, total): the stages that keep or read the memory get the number of exemplars per class it
+  holds after their phase instead (EXEMPLARS, `exemplars_per_class`), so R_per = 20 and a fixed total that gives 20
+  per class are the same selection.
 """
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import RunConfig
+from .pipeline import STAGES
 
-STAGES = ("train_base", "select_exemplars", "train_phase", "finetune_balanced", "evaluate_phase")
 INCREMENTAL = ("train_phase", "finetune_balanced")           # the stages that train against the previous model
 # Where the data lie, the device and its kernels, the memory format, how often a resumable state is saved and how
 # many images an inference batch holds: they change rounding at most, never what is computed.
 EXECUTION = ("root", "download", "device", "deterministic", "channels_last", "compile", "eval_batch_size",
              "checkpoint_every", "workers", "tensorboard")
 STRUCTURAL = ("cbf",)
-MEMORY = ("per_class", "total")
-MEMORY_STAGES = ("select_exemplars", "evaluate_phase")
+MEMORY_SIZE = ("per_class", "total")
+MEMORY_STAGES = ("select_exemplars", "evaluate_phase")              # the stages that keep or read the memory
+EXEMPLARS = "exemplars_per_class"                                    # their param: the memory's size after the phase
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Rule:
         return stage in self.stages and self.when(cfg, phase)
 
 
-def memory(cfg: RunConfig, phase: int) -> int:
+def exemplars_per_class(cfg: RunConfig, phase: int) -> int:
     """Exemplars kept per class after `phase` (Sec. 4.1: R_per, or R_total spread over the classes seen)."""
     return cfg.memory_per_class(cfg.classes_seen(phase))
 
@@ -75,9 +77,9 @@ RULES = (
          "with margin_ranking: true"),
     Rule(("freeze_old", "imprint"), ("train_phase",), lambda cfg, phase: cfg.head == "cosine",
          "with head: cosine"),
-    Rule(("selection",), ("select_exemplars",), lambda cfg, phase: memory(cfg, phase) > 0,
+    Rule(("selection",), ("select_exemplars",), lambda cfg, phase: exemplars_per_class(cfg, phase) > 0,
          "where exemplars are kept"),
-    Rule(("nme_flip",), ("evaluate_phase",), lambda cfg, phase: memory(cfg, phase) > 0,
+    Rule(("nme_flip",), ("evaluate_phase",), lambda cfg, phase: exemplars_per_class(cfg, phase) > 0,
          "where exemplars are kept"),
 )
 
@@ -88,12 +90,13 @@ def _plain(value: Any) -> Any:
 
 
 def stage_settings(stage: str, cfg: RunConfig, phase: int) -> dict[str, Any]:
-    """The settings the output of `stage` after `phase` depends on (a job's params), keys sorted."""
+    """The settings the output of `stage` after `phase` depends on (a job's params), keys sorted: RunConfig
+    fields, and for the stages that keep or read the memory the number of exemplars per class (EXEMPLARS)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
     out = {k: _plain(getattr(cfg, k)) for r in RULES if r.applies(stage, cfg, phase) for k in r.keys}
     if stage in MEMORY_STAGES:
-        out.update(per_class=memory(cfg, phase), total=None)
+        out[EXEMPLARS] = exemplars_per_class(cfg, phase)
     return dict(sorted(out.items()))
 
 
@@ -116,7 +119,7 @@ def run_dependencies(cfg: RunConfig) -> dict[str, Any]:
 def run_settings(cfg: RunConfig) -> dict[str, Any]:
     """The settings a run's results depend on, as the configuration states them (per_class or total, not the
     per-phase counts): what its summary records."""
-    keys = {k for s in run_dependencies(cfg).values() for k in s} - set(MEMORY)
+    keys = {k for s in run_dependencies(cfg).values() for k in s} - {EXEMPLARS}
     keys |= {"method", *STRUCTURAL, "total" if cfg.total is not None else "per_class"}
     return {k: _plain(getattr(cfg, k)) for k in sorted(keys)}
 
@@ -131,7 +134,7 @@ def rerun_table() -> str:
         return f"{text} ({r.condition})" if r.condition else text
 
     rows = [(names(r.keys), stages(r)) for r in RULES if not r.implied]
-    rows.append((names(MEMORY), "select_exemplars after each phase whose number of exemplars per class it changes"))
+    rows.append((names(MEMORY_SIZE), "select_exemplars after each phase whose number of exemplars per class it changes"))
     rows.append((names(STRUCTURAL), "adds finetune_balanced after every phase; the next phase starts from its model"))
     rows.append((names(EXECUTION), "nothing (execution settings: passed to every job, in no job's params)"))
     lines = ["| setting | reruns (and every job that uses their outputs) |", "|---|---|"]

@@ -100,11 +100,12 @@ def counts(memory: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
 
 # ---- the workflow stage ---------------------------------------------------------------------------------------
 def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data,
-                     device: torch.device, log: Callable[[str], None]) -> dict:
-    """Rank exemplars of the classes new in `phase` with that phase's model; keep the budget per class."""
+                     device: torch.device, log: Callable[[str], None], per_class: int | None = None) -> dict:
+    """Rank exemplars of the classes new in `phase` with that phase's model; keep `per_class` exemplars of every
+    class (default: the run's memory size after the phase, cfg.memory_per_class)."""
     lo = 0 if phase == 0 else cfg.classes_seen(phase - 1)
     hi = cfg.classes_seen(phase)
-    m = cfg.memory_per_class(hi)
+    m = cfg.memory_per_class(hi) if per_class is None else per_class
     memory = prev_memory if prev_memory is not None else empty_memory()
     rankings = {}
     if m > 0:

@@ -26,7 +26,7 @@ from typing import Any
 from . import deps
 from .config import BACKBONES, HEADS, SELECTIONS, ConfigError, RunConfig, resolve
 
-DATASET_KEYS = ("source", "root", "download", "num_classes", "base_classes")
+DATASET_KEYS = ("source", "num_classes", "base_classes")          # what a run reads of its dataset's entry
 DOWNLOADABLE = ("cifar100",)
 AMP_DEFAULT = RunConfig().amp
 
@@ -80,13 +80,13 @@ def base_name(cfg: RunConfig) -> str:
 
 def memory_name(cfg: RunConfig) -> str:
     """The exemplars kept after the base phase: `herding20`, `random5`, or `none`."""
-    m = deps.memory(cfg, 0)
+    m = deps.exemplars_per_class(cfg, 0)
     return f"{cfg.selection}{m}" if m else "none"
 
 
 def evaluation_name(cfg: RunConfig) -> str:
     """The evaluation after the base phase: `metrics`, or `metrics_noflip` for NME without flipped exemplars."""
-    return "metrics_noflip" if deps.memory(cfg, 0) and not cfg.nme_flip else "metrics"
+    return "metrics_noflip" if deps.exemplars_per_class(cfg, 0) and not cfg.nme_flip else "metrics"
 
 
 # regular expressions of the names above (the workflow's wildcard constraints)
@@ -99,12 +99,21 @@ EVALUATION_PATTERN = "metrics(_noflip)?"
 
 def execution_settings(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     """How the jobs of `dataset` run (ucir.deps.EXECUTION): the top level of the config, then the dataset's own
-    entries. Never in a job's params, so changing one reruns nothing."""
+    entries. The one route of these settings to a job (workflow/scripts/stage_job.py): never in a run's settings
+    (Run.cfg) nor in a job's params, so changing one reruns nothing."""
     ds = config["datasets"][dataset]
     out = {k: config[k] for k in deps.EXECUTION if k in config}
     out.update({k: ds[k] for k in ("root", "download") if k in ds})
     out.update({k: v for k, v in (ds.get("settings") or {}).items() if k in deps.EXECUTION})
     return out
+
+
+def check_execution(config: dict[str, Any], dataset: str) -> None:
+    """The execution settings of `dataset`'s jobs get RunConfig's checks (ranges) like every other setting."""
+    try:
+        RunConfig.from_dict(execution_settings(config, dataset))
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"datasets.{dataset} (execution settings): {e}") from None
 
 
 def _refuse_execution(where: str, keys) -> None:
@@ -159,7 +168,6 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
     variants = config.get("variants") or {}
     for vname, flags in variants.items():
         _refuse_execution(f"variants.{vname}", flags or {})
-    top = {k: config[k] for k in deps.EXECUTION if k in config}
     for exp_name, exp in config["experiments"].items():
         grid = exp.get("grid") or {}
         _refuse_execution(f"experiments.{exp_name}.grid", grid)
@@ -167,8 +175,9 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
             if ds_name not in config["datasets"]:
                 raise ConfigError(f"experiments.{exp_name}.datasets: unknown dataset {ds_name!r}")
             ds = config["datasets"][ds_name]
-            common = dict(top, **{k: ds[k] for k in DATASET_KEYS if k in ds}, **(ds.get("settings") or {}),
-                          dataset=ds_name)
+            check_execution(config, ds_name)
+            settings = {k: v for k, v in (ds.get("settings") or {}).items() if k not in deps.EXECUTION}
+            common = dict({k: ds[k] for k in DATASET_KEYS}, **settings, dataset=ds_name)
             for method, vname, phases, seed in itertools.product(
                     exp["methods"], exp.get("variants", ["default"]), exp["phases"],
                     exp.get("seeds", config["seeds"])):

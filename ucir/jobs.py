@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
+from .deps import EXEMPLARS
 from .devices import describe, pick_device
 from .runtime import bf16_training, configure, prepare_environment
 from .train.progress import EpochRecords
@@ -38,6 +39,7 @@ class Job:
     device: torch.device
     log: JobLog
     workers: int = 1               # DataLoader workers for folder data
+    exemplars_per_class: int | None = None    # the memory's size after the phase (selection, evaluation)
 
 
 def loader_workers(workers: int | None, threads: int) -> int:
@@ -51,7 +53,8 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
         compile_cache: str | None = COMPILE_CACHE) -> Iterator[Job]:
     """Redirect stdout/stderr to the job's log (line-buffered, so `tail -f` follows it), set torch threads and
     the device, and log any exception with its traceback before re-raising it. run_settings: the job's params (what
-    its output depends on, ucir.deps.stage_settings); execution: how it runs (ucir.grid.execution_settings).
+    its output depends on, ucir.deps.stage_settings: RunConfig fields and, for the stages that keep or read the
+    memory, its size `exemplars_per_class`); execution: how it runs (ucir.grid.execution_settings).
     A training job's epochs also go to <log>.csv beside the log, and with `tensorboard: true` to TensorBoard event
     files in the folder <log> without its suffix."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -59,11 +62,13 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
         t0 = time.perf_counter()
         try:
             torch.set_num_threads(max(1, threads))
-            cfg = RunConfig.from_dict({**run_settings, **execution}, check=False)
+            settings = dict(run_settings)
+            per_class = settings.pop(EXEMPLARS, None)
+            cfg = RunConfig.from_dict({**settings, **execution}, check=False)
             prepare_environment(cfg.deterministic, compile_cache if cfg.compile else None)   # before CUDA starts
             records = EpochRecords(Path(log_path).with_suffix(".csv"),
                                    Path(log_path).with_suffix("") if cfg.tensorboard else None)
-            j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads))
+            j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class)
             j.device = pick_device(cfg.device, j.log)
             configure(j.device, cfg.deterministic)
             training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"

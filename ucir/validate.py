@@ -67,9 +67,14 @@ def _fill_enums(node: Any, enums: dict[str, tuple]) -> Any:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """The workflow's JSON schema, each `enum_from: <name>` replaced by the package's list of allowed values."""
+    """The workflow's JSON schema, each `enum_from: <name>` replaced by the package's list of allowed values, and
+    the execution settings ($defs/execution) allowed at the top level and among a dataset's settings."""
     with open(path) as f:
-        return _fill_enums(yaml.safe_load(f), {**ENUMS, "method": METHODS, "plot": EXPERIMENT_PLOTS})
+        schema = _fill_enums(yaml.safe_load(f), {**ENUMS, "method": METHODS, "plot": EXPERIMENT_PLOTS})
+    execution = schema["$defs"]["execution"]["properties"]
+    schema["properties"].update(execution)
+    schema["$defs"]["settings"]["properties"].update(execution)
+    return schema
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:

@@ -36,10 +36,9 @@ from typing import Any
 
 import yaml
 
-from .. import deps
+from .. import deps, pipeline
 from ..config import ConfigError, RunConfig
 from ..grid import Run, expand_runs, shared_jobs
-from ..report import FIGURES
 
 # Images per class of each source: (training, test, where the figure comes from).
 IMAGES_PER_CLASS: dict[str, tuple[float, float, str]] = {
@@ -55,12 +54,7 @@ TRAINING = ("train_base", "train_phase", "finetune_balanced")
 INFERENCE = ("imprint", "herding", "nme", "test")
 PASSES = TRAINING + INFERENCE
 HERDING = ("herding", "herding_official")               # the selections that run the network (random does not)
-# Rules of a run's jobs after the base phase are named as their stage; the shared phase-0 jobs are not.
-BASE_RULES = {"train_base": "train_base", "select_exemplars": "select_base_exemplars",
-              "evaluate_phase": "evaluate_base"}
-RULES = ("train_base", "select_base_exemplars", "evaluate_base", "train_phase", "select_exemplars",
-         "finetune_balanced", "evaluate_phase", "summarize_run", "list_classes", "aggregate",
-         *(f"plot_{f}" for f in FIGURES), "all")
+RULES = (*pipeline.BY_NAME, pipeline.TARGET)                          # the order of the printed table
 # ucir.tools.bench's training rate is measured without an inference counterpart: a forward pass costs about a third of
 # a training step (forward + backward, the backward about twice the forward), so inference is taken 3x faster.
 INFERENCE_SPEEDUP = 3.0
@@ -79,9 +73,9 @@ def images_per_class(cfg: RunConfig) -> tuple[float, float]:
 
 
 def exemplars(cfg: RunConfig, phase: int) -> float:
-    """Exemplars in memory after `phase`: per class deps.memory (at most the class's images), for every class seen."""
+    """Exemplars in memory after `phase`: per class deps.exemplars_per_class (at most the class's images), for every class seen."""
     n_train, _ = images_per_class(cfg)
-    return cfg.classes_seen(phase) * min(deps.memory(cfg, phase), n_train)
+    return cfg.classes_seen(phase) * min(deps.exemplars_per_class(cfg, phase), n_train)
 
 
 def job_passes(stage: str, cfg: RunConfig, phase: int) -> dict[str, float]:
@@ -98,10 +92,10 @@ def job_passes(stage: str, cfg: RunConfig, phase: int) -> dict[str, float]:
     if stage == "finetune_balanced":
         return {"finetune_balanced": cfg.cbf_train.epochs * exemplars(cfg, phase)}
     if stage == "select_exemplars":
-        return {"herding": new if deps.memory(cfg, phase) > 0 and cfg.selection in HERDING else 0.0}
+        return {"herding": new if deps.exemplars_per_class(cfg, phase) > 0 and cfg.selection in HERDING else 0.0}
     if stage == "evaluate_phase":
         nme = exemplars(cfg, phase) * (2 if cfg.nme_flip else 1)           # NME needs exemplars of every class
-        return {"test": cfg.classes_seen(phase) * n_test, "nme": nme if deps.memory(cfg, phase) > 0 else 0.0}
+        return {"test": cfg.classes_seen(phase) * n_test, "nme": nme if deps.exemplars_per_class(cfg, phase) > 0 else 0.0}
     raise ValueError(f"unknown stage {stage!r}; one of {deps.STAGES}")
 
 
@@ -121,19 +115,17 @@ def run_jobs(run: Run) -> list[Job]:
     for stage, k in deps.run_stages(run.cfg):
         passes = tuple(sorted(job_passes(stage, run.cfg, k).items()))
         if k == 0:
-            jobs.append(Job(BASE_RULES[stage], shared[stage], passes))
+            jobs.append(Job(pipeline.BASE_RULES[stage], shared[stage], passes))
         else:
-            jobs.append(Job(stage, (run.key, stage, k), passes))
-    jobs.append(Job("summarize_run", (run.key, "summarize_run")))
+            jobs.append(Job(pipeline.RUN_RULES[stage], (run.key, stage, k), passes))
+    jobs += [Job(name, (run.key, name)) for name in pipeline.rules_per("run")]
     return jobs
 
 
 def dataset_jobs(config: dict[str, Any], dataset: str) -> list[Job]:
     """The jobs over all runs of a dataset: its tables, its figures and (ImageNet-Subset) its class list."""
-    names = ["aggregate", *(f"plot_{f}" for f in FIGURES)]
-    if config["datasets"][dataset]["source"] == "imagenet_subset":
-        names.append("list_classes")
-    return [Job(name, (dataset, name)) for name in names]
+    source = config["datasets"][dataset]["source"]
+    return [Job(name, (dataset, name)) for name in pipeline.rules_per("dataset", source)]
 
 
 @dataclass
@@ -151,18 +143,8 @@ def plan(jobs: Iterable[Job], runs: int) -> Plan:
         p.jobs[job.rule] += 1
         for kind, n in job.passes:
             p.passes[kind] += n
-    p.allocations = slurm_allocations(p.jobs)
+    p.allocations = pipeline.slurm_allocations(p.jobs)
     return p
-
-
-def slurm_allocations(jobs: Counter) -> int:
-    """Allocations (sbatch submissions) of these jobs with workflow/profiles/slurm's `groups`: a run's phase
-    (train_phase, select_exemplars, finetune_balanced, evaluate_phase; summarize_run with the last phase) is one
-    allocation, the selection and evaluation after a base phase another (one per memory), and every other job its
-    own (train_base, tables, figures); `all` has no action and runs on the submitting host. tests/test_plan.py
-    checks this against the group jobs of a dry run with the profile."""
-    grouped = {"select_exemplars", "finetune_balanced", "evaluate_phase", "summarize_run", "evaluate_base", "all"}
-    return sum(n for rule, n in jobs.items() if rule not in grouped)
 
 
 def plan_config(config: dict[str, Any], runs: list[Run] | None = None) -> dict[str, Plan]:
@@ -176,7 +158,7 @@ def plan_config(config: dict[str, Any], runs: list[Run] | None = None) -> dict[s
     everything = [j for r in runs for j in run_jobs(r)]
     for ds in sorted({r.dataset for r in runs}):
         everything += dataset_jobs(config, ds)
-    everything.append(Job("all", ("all",)))
+    everything.append(Job(pipeline.TARGET, (pipeline.TARGET,)))
     out["total"] = plan(everything, len(runs))
     return out
 

@@ -4,7 +4,7 @@
 
 Each rule's job is replayed in a fresh interpreter, the way Snakemake runs a `script:` job: the preamble Snakemake
 puts before the script (unpickling its `snakemake` object imports snakemake.script, snakemake.logging and
-snakemake.iocontainers), the script's own import lines (read from the workflow/scripts/ file its rule names), then
+snakemake.iocontainers), the script's own import lines (read from the workflow/scripts/ file its rule runs, ucir.pipeline), then
 what the script does before its stage's first step: ucir.jobs.job() (threads, device), ucir.data.load_run_data (the
 training split only where the script passes test=False) and its input checkpoints (torch.load, then the network
 built from each model). The report rules (summarize_run, aggregate, plot_*, list_classes) are their imports only.
@@ -22,41 +22,44 @@ import argparse
 import ast
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .. import pipeline
+
 REPO = Path(__file__).resolve().parents[2]
-RULES_DIR = REPO / "workflow" / "rules"
+SCRIPTS = REPO / "workflow" / "scripts"
 SEGMENTS = ("python", "imports", "device", "data", "checkpoints")
-# The rules whose scripts run a stage: (stage, phase, their input checkpoints), as workflow/rules/common.smk wires
-# them for phase 1 of a 5-phase CIFAR-100 B50 run (base: the base model; memory0: the memory after the base phase).
-STAGE_JOBS = {
-    "train_base": ("train_base", 0, {}),
-    "select_base_exemplars": ("select_exemplars", 0, {"model": "base"}),
-    "evaluate_base": ("evaluate_phase", 0, {"model": "base", "memory": "memory0"}),
-    "train_phase": ("train_phase", 1, {"model": "base", "memory": "memory0"}),
-    "select_exemplars": ("select_exemplars", 1, {"model": "phase1", "memory": "memory0"}),
-    "finetune_balanced": ("finetune_balanced", 1, {"model": "phase1", "previous": "base", "memory": "memory1"}),
-    "evaluate_phase": ("evaluate_phase", 1, {"model": "phase1", "memory": "memory1"}),
+# The input checkpoints of each stage's job, as workflow/rules/common.smk wires them, in the base phase and in
+# phase 1 of a 5-phase CIFAR-100 B50 run (base: the base model; memory0: the memory after the base phase).
+STAGE_INPUTS = {
+    ("train_base", 0): {},
+    ("select_exemplars", 0): {"model": "base"},
+    ("evaluate_phase", 0): {"model": "base", "memory": "memory0"},
+    ("train_phase", 1): {"model": "base", "memory": "memory0"},
+    ("select_exemplars", 1): {"model": "phase1", "memory": "memory0"},
+    ("finetune_balanced", 1): {"model": "phase1", "previous": "base", "memory": "memory1"},
+    ("evaluate_phase", 1): {"model": "phase1", "memory": "memory1"},
 }
 PAPER = dict(dataset="cifar100", source="cifar100", num_classes=100, base_classes=50, phases=5, seed=1993,
              backbone="resnet32", per_class=20)
 
 
 def rule_scripts() -> dict[str, tuple[Path, int]]:
-    """{rule: (its script, its threads)} from workflow/rules/*.smk."""
-    out = {}
-    for smk in sorted(RULES_DIR.glob("*.smk")):
-        for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.M | re.S):
-            script = re.search(r'^    script:\n\s+"([^"]+)"', m[2], re.M)
-            threads = re.search(r"^    threads: (\d+)", m[2], re.M)
-            if script:
-                out[m[1]] = ((smk.parent / script[1]).resolve(), int(threads[1]) if threads else 1)
-    return out
+    """{rule: (its script, its threads)}, from ucir.pipeline."""
+    return {r.name: (SCRIPTS / f"{r.script}.py", r.threads) for r in pipeline.RULES}
+
+
+def stage_job(rule: str) -> tuple[str, int, dict[str, str]] | None:
+    """(stage, phase, input checkpoints) of the job a rule's script replays; None for the report rules."""
+    r = pipeline.rule(rule)
+    if r.stage is None:
+        return None
+    phase = 0 if r.shared else 1
+    return r.stage, phase, STAGE_INPUTS[(r.stage, phase)]
 
 
 def script_imports(path: Path) -> str:
@@ -78,6 +81,7 @@ def child(spec: dict) -> dict[str, float]:
     import snakemake.logging  # noqa: F401
     import snakemake.script  # noqa: F401
     mark("python")
+    sys.path.append(str(SCRIPTS))                  # as Snakemake does for a script: its folder's modules import
     exec(compile(script_imports(Path(spec["script"])), spec["script"], "exec"), {"__name__": "startup"})
     mark("imports")
     if spec.get("stage"):
@@ -120,7 +124,7 @@ def fake_cifar100(root: Path, train: int = 50000, test: int = 10000, seed: int =
 
 
 def checkpoints(cfg, folder: Path) -> dict[str, str]:
-    """The inputs of STAGE_JOBS: base and phase-1 models, the memories after the base phase and phase 1."""
+    """The inputs of STAGE_INPUTS: base and phase-1 models, the memories after the base phase and phase 1."""
     import torch
 
     from ..checkpoint import make_checkpoint
@@ -213,8 +217,8 @@ def main(argv=None) -> int:
         for rule in rules:
             script, threads = scripts[rule]
             spec: dict = {"log": str(tmp / f"{rule}.log")}
-            if rule in STAGE_JOBS:
-                stage, phase, names = STAGE_JOBS[rule]
+            if stage_job(rule):
+                stage, phase, names = stage_job(rule)
                 spec.update(stage=stage, settings=deps.stage_settings(stage, cfg, phase),
                             execution={"root": root, "device": args.device},
                             test="test=False" not in script.read_text(),

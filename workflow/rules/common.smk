@@ -3,6 +3,7 @@ from ucir import deps
 from ucir.codehash import submission_hashes
 from ucir.config import METHODS, ConfigError
 from ucir.grid import BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, shared_jobs
+from ucir.pipeline import resources_of, rule_mismatch, script_of, table_outputs, threads_of
 from ucir.validate import check_config, load_schema
 
 # The JSON schema, the dataset folders and every run's settings, before any job: one message naming the key.
@@ -19,7 +20,7 @@ SHARED = {}
 for _r in RUNS.values():
     for _key in shared_jobs(_r):
         SHARED.setdefault(_key, _r)
-# The package code each stage runs, hashed once per submission (ucir/codehash.py; README: What reruns when).
+# The package code each rule runs, hashed once per submission (ucir/codehash.py; README: What reruns when).
 CODE = submission_hashes()
 # Where a base model and a run live, under results/ (and likewise under logs/ and benchmarks/).
 BASE = "{dataset}/base/{base}/seed{seed}"
@@ -169,7 +170,6 @@ def get_final_outputs():
     for ds in sorted({r.dataset for r in RUNS.values()}):
         if config["datasets"][ds]["source"] == "imagenet_subset":
             outs.append(f"results/{ds}/classes.txt")
-        outs += expand(f"results/{ds}/tables/{{t}}.csv", t=["phases", "accuracy_matrix", "claims", "summary", "paper_comparison"])
-        outs.append(f"results/{ds}/tables/tables.html")
+        outs += table_outputs(ds)
         outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
     return sorted(set(outs))

@@ -8,11 +8,11 @@ rule list_classes:
         "logs/{dataset}/list_classes.log",
     params:
         dataset=get_dataset_params,
-    threads: 1
+        code=CODE["list_classes"],
+    threads: threads_of("list_classes")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **resources_of("list_classes"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/list_classes.py"
+        script_of("list_classes")

@@ -13,16 +13,14 @@ rule evaluate_base:
         "benchmarks/{dataset}/base/{base}/seed{seed}/{memory}/evaluate_{evaluation}.tsv"
     params:
         run=get_shared_params("evaluate_phase"),
-        code=CODE["evaluate"],
-    threads: 1
+        code=CODE["evaluate_base"],
+    threads: threads_of("evaluate_base")
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        **resources_of("evaluate_base"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/evaluate_phase.py"
+        script_of("evaluate_base")
 
 
 rule evaluate_phase:
@@ -37,16 +35,14 @@ rule evaluate_phase:
     params:
         run=get_stage_params("evaluate_phase"),
         identity=get_run_identity,
-        code=CODE["evaluate"],
-    threads: 1
+        code=CODE["evaluate_phase"],
+    threads: threads_of("evaluate_phase")
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        **resources_of("evaluate_phase"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/evaluate_phase.py"
+        script_of("evaluate_phase")
 
 
 rule summarize_run:
@@ -60,12 +56,11 @@ rule summarize_run:
     params:
         identity=get_run_identity,
         settings=get_run_settings,
-        code=CODE["report"],
-    threads: 1
+        code=CODE["summarize_run"],
+    threads: threads_of("summarize_run")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("summarize_run"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/summarize_run.py"
+        script_of("summarize_run")

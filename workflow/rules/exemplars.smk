@@ -9,18 +9,18 @@ rule select_base_exemplars:
         "results/{dataset}/base/{base}/seed{seed}/{memory}/memory.pt",
     log:
         "logs/{dataset}/base/{base}/seed{seed}/{memory}/select_exemplars.log",
+    benchmark:
+        "benchmarks/{dataset}/base/{base}/seed{seed}/{memory}/select_exemplars.tsv"
     params:
         run=get_shared_params("select_exemplars"),
-        code=CODE["select_exemplars"],
-    threads: 1
+        code=CODE["select_base_exemplars"],
+    threads: threads_of("select_base_exemplars")
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        **resources_of("select_base_exemplars"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/select_exemplars.py"
+        script_of("select_base_exemplars")
 
 
 rule select_exemplars:
@@ -30,15 +30,15 @@ rule select_exemplars:
         f"results/{RUN}/phase{{k}}/memory.pt",
     log:
         f"logs/{RUN}/phase{{k}}/select_exemplars.log",
+    benchmark:
+        f"benchmarks/{RUN}/phase{{k}}/select_exemplars.tsv"
     params:
         run=get_stage_params("select_exemplars"),
         code=CODE["select_exemplars"],
-    threads: 1
+    threads: threads_of("select_exemplars")
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        **resources_of("select_exemplars"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/select_exemplars.py"
+        script_of("select_exemplars")

@@ -13,24 +13,19 @@ rule aggregate:
     input:
         get_dataset_summaries,
     output:
-        phases=report_table("phases"),
-        summary=report_table("summary"),
-        comparison=report_table("paper_comparison"),
-        accuracy_matrix=report_table("accuracy_matrix"),
-        claims=report_table("claims"),
-        html=report_table("tables", ext="html", label="all three tables (HTML view)"),
+        **{t: report_table(t) for t in TABLES},
+        html=report_table("tables", ext="html", label=f"all {len(TABLES)} tables (HTML view)"),
     log:
         "logs/{dataset}/aggregate.log",
     params:
-        code=CODE["report"],
-    threads: 1
+        code=CODE["aggregate"],
+    threads: threads_of("aggregate")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("aggregate"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/aggregate.py"
+        script_of("aggregate")
 
 
 rule plot_accuracy:
@@ -41,16 +36,16 @@ rule plot_accuracy:
     log:
         "logs/{dataset}/plot_accuracy.log",
     params:
+        figure="accuracy",
         experiments=get_plot_experiments("accuracy"),
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_accuracy"],
+    threads: threads_of("plot_accuracy")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_accuracy"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_experiment.py"
+        script_of("plot_accuracy")
 
 
 rule plot_weight_norms:
@@ -61,15 +56,14 @@ rule plot_weight_norms:
     log:
         "logs/{dataset}/plot_weight_norms.log",
     params:
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_weight_norms"],
+    threads: threads_of("plot_weight_norms")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_weight_norms"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_weight_norms.py"
+        script_of("plot_weight_norms")
 
 
 rule plot_components:
@@ -80,16 +74,16 @@ rule plot_components:
     log:
         "logs/{dataset}/plot_components.log",
     params:
+        figure="components",
         experiments=get_plot_experiments("components"),
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_components"],
+    threads: threads_of("plot_components")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_components"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_experiment.py"
+        script_of("plot_components")
 
 
 rule plot_memory:
@@ -100,16 +94,16 @@ rule plot_memory:
     log:
         "logs/{dataset}/plot_memory.log",
     params:
+        figure="memory",
         experiments=get_plot_experiments("memory"),
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_memory"],
+    threads: threads_of("plot_memory")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_memory"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_experiment.py"
+        script_of("plot_memory")
 
 
 rule plot_adaptive_weight:
@@ -120,16 +114,16 @@ rule plot_adaptive_weight:
     log:
         "logs/{dataset}/plot_adaptive_weight.log",
     params:
+        figure="adaptive_weight",
         experiments=get_plot_experiments("adaptive_weight"),
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_adaptive_weight"],
+    threads: threads_of("plot_adaptive_weight")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_adaptive_weight"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_experiment.py"
+        script_of("plot_adaptive_weight")
 
 
 rule plot_confusion:
@@ -141,12 +135,11 @@ rule plot_confusion:
         "logs/{dataset}/plot_confusion.log",
     params:
         methods=list(CONFUSION_RUNS),
-        code=CODE["report"],
-    threads: 1
+        code=CODE["plot_confusion"],
+    threads: threads_of("plot_confusion")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **resources_of("plot_confusion"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/plot_confusion.py"
+        script_of("plot_confusion")

@@ -1,5 +1,5 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
-from ucir.report import FIGURES
+from ucir.report import FIGURES, TABLES
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"

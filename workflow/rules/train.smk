@@ -12,17 +12,15 @@ rule train_base:
         "benchmarks/{dataset}/base/{base}/seed{seed}/train_base.tsv"
     params:
         run=get_shared_params("train_base"),
-        code=CODE["train"],
+        code=CODE["train_base"],
         state="results/{dataset}/base/{base}/seed{seed}/state.pt",
-    threads: 2
+    threads: threads_of("train_base")
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=720,
+        **resources_of("train_base"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/train_base.py"
+        script_of("train_base")
 
 
 rule train_phase:
@@ -37,17 +35,15 @@ rule train_phase:
         f"benchmarks/{RUN}/phase{{k}}/train_phase.tsv"
     params:
         run=get_stage_params("train_phase"),
-        code=CODE["train"],
+        code=CODE["train_phase"],
         state=f"results/{RUN}/phase{{k}}/state.pt",
-    threads: 2
+    threads: threads_of("train_phase")
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=720,
+        **resources_of("train_phase"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/train_phase.py"
+        script_of("train_phase")
 
 
 rule finetune_balanced:
@@ -62,13 +58,11 @@ rule finetune_balanced:
         f"benchmarks/{RUN}/phase{{k}}/finetune_balanced.tsv"
     params:
         run=get_stage_params("finetune_balanced"),
-        code=CODE["train"],
-    threads: 2
+        code=CODE["finetune_balanced"],
+    threads: threads_of("finetune_balanced")
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
+        **resources_of("finetune_balanced"),
     conda:
         "../envs/ucir.yaml"
     script:
-        "../scripts/finetune_balanced.py"
+        script_of("finetune_balanced")

@@ -13,7 +13,7 @@ with open(snakemake.log[0], "w") as log:
     matrix = accuracy_matrix(summaries)
     write_csv(phases, snakemake.output.phases)
     write_csv(summary, snakemake.output.summary)
-    write_csv(comparison, snakemake.output.comparison)
+    write_csv(comparison, snakemake.output.paper_comparison)
     write_csv(matrix, snakemake.output.accuracy_matrix)
     claims = claims_table(summaries)
     write_csv(claims, snakemake.output.claims, P_DECIMALS)

@@ -2,12 +2,10 @@
 depends on, the run's identity (phases >= 1; the base phase's evaluation is shared by runs) and provenance."""
 from ucir.data import load_run_data
 from ucir.evaluate import evaluate_phase
-from ucir.grid import execution_settings
 from ucir.io import load_torch, provenance, save_json
-from ucir.jobs import job
+from stage_job import stage_job
 
-with job(snakemake.params.run, execution_settings(snakemake.config, snakemake.wildcards.dataset),
-         snakemake.log[0], snakemake.threads) as j:
+with stage_job(snakemake) as j:
     data = load_run_data(j.cfg, j.device, workers=j.workers)
     metrics = evaluate_phase(j.cfg, int(snakemake.wildcards.get("k", 0)), load_torch(snakemake.input.model),
                              load_torch(snakemake.input.memory), data, j.device, j.log)

@@ -2,11 +2,10 @@
 import sys
 
 from ucir.data.sources import imagenet_subset_classes, write_class_list
-from ucir.grid import execution_settings
+from stage_job import dataset_root
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    root = execution_settings(snakemake.config, snakemake.wildcards.dataset)["root"]
-    classes = imagenet_subset_classes(root, snakemake.params.dataset["num_classes"])
+    classes = imagenet_subset_classes(dataset_root(snakemake), snakemake.params.dataset["num_classes"])
     write_class_list(snakemake.output[0], classes)
     print(f"{len(classes)} classes: {' '.join(classes[:10])} ...", file=log)
