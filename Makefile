@@ -42,7 +42,7 @@ bench: $(STAMP)
 
 ## What a configuration costs, in seconds and without data: runs, jobs per rule, Slurm allocations, image passes;
 ## device-hours with a throughput: make plan THROUGHPUT=<training images/s>, or make bench | tee bench.txt, then
-## make plan BENCH=bench.txt. README: What a grid costs.
+## make plan BENCH=bench.txt. docs/running.md: What a grid costs.
 CONFIG     ?= config.yaml
 THROUGHPUT ?=
 BENCH      ?=
@@ -55,7 +55,7 @@ startup: $(STAMP)
 	$(BIN)/python -m ucir.tools.startup
 
 ## First run on a new GPU box (<= 10 min on one H100): environment, bench, determinism, a CIFAR-100-shaped
-## 10-phase schedule in fp32 and bf16 with its 160-epoch estimate, the CUDA tests. README: GPUs.
+## 10-phase schedule in fp32 and bf16 with its 160-epoch estimate, the CUDA tests. docs/gpu.md.
 ## CPU dry run: make gpu-check GPU_CHECK="--device cpu --tiny"
 GPU_CHECK ?=
 gpu-check: $(STAMP)
@@ -69,7 +69,7 @@ fmnist-data:
 fmnist: $(STAMP) fmnist-data
 	$(SMK) $(CPU) --configfile configs/fashion_mnist.yaml
 
-## The bf16 control (issue 13): LUCIR and iCaRL trained in fp32 and in bf16 on Fashion-MNIST, 3 class orders.
+## The bf16 control (docs/benchmarks.md): LUCIR and iCaRL trained in fp32 and in bf16 on Fashion-MNIST, 3 class orders.
 fmnist-precision: $(STAMP) fmnist-data
 	$(SMK) $(CPU) --configfile configs/fashion_mnist_precision.yaml
 

@@ -10,7 +10,7 @@ import torch
 
 from ucir.config import resolve
 from ucir.data import load_run_data
-from ucir.data.reference import PILArrays
+from reference_pil import PILArrays
 from ucir.evaluate import evaluate_phase
 from ucir.exemplars import select_exemplars
 from ucir.train import train_base, train_phase

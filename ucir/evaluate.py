@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .features import extract
-from .metrics import average_incremental_accuracy, backward_transfer, forgetting  # noqa: F401  (ucir.evaluate's API)
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -34,11 +33,6 @@ def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tenso
     f = F.normalize(features.float(), dim=1)
     d = torch.cdist(f, class_means.float())
     return -d.nan_to_num(float("inf"))
-
-
-def nme_predict(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
-    """Nearest class mean (Euclidean) to each L2-normalised feature. features: N x D; class_means: C x D."""
-    return nme_scores(features, class_means).argmax(dim=1)
 
 
 def accuracy(pred: torch.Tensor, targets: torch.Tensor) -> float:

@@ -94,10 +94,6 @@ def shrink(memory: dict[str, torch.Tensor], per_class: int) -> dict[str, torch.T
     return {k: v[keep] for k, v in memory.items()}
 
 
-def counts(memory: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
-    return torch.bincount(memory["label"], minlength=num_classes)
-
-
 # ---- the workflow stage ---------------------------------------------------------------------------------------
 def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data,
                      device: torch.device, log: Callable[[str], None], per_class: int | None = None) -> dict:

@@ -2,7 +2,7 @@
 
 Always in fp32 (no autocast, no TF32), whatever the run's `amp` says: these numbers make decisions (argmax ties,
 herding picks, nearest means) or are stored (imprinted weights, class means), and bf16's step of ~0.004 in a
-cosine score would change them (issue 13). Training may use bf16; ucir.runtime.bf16_training decides.
+cosine score would change them (docs/method-notes.md, Precision). Training may use bf16; ucir.runtime.bf16_training decides.
 """
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import torch
 
-from .augment import index_batches
-from .specs import DataSpec
-from .splits import ArraySplit
+from ucir.data.augment import index_batches
+from ucir.data.specs import DataSpec
+from ucir.data.splits import ArraySplit
 
 
 class PILArrays:
