@@ -112,6 +112,7 @@ def test_strings_from_the_command_line_become_the_numbers_and_nulls_expected():
     ("per_class", "2.5", "datasets.synthetic.settings.per_class"),
     ("lambda_base", "nan", "datasets.synthetic.settings.lambda_base"),
     ("backbone", "true", "datasets.synthetic.settings.backbone"),
+    ("lambda_base", "1e400", "datasets.synthetic.settings.lambda_base"),        # overflows: not a number
 ])
 def test_a_string_that_is_no_number_or_boolean_is_still_refused(key, value, where):
     message = refused(tiny(**{key: value}), where, repr(value))
@@ -124,6 +125,12 @@ def test_a_missing_top_level_key_is_named_without_printing_the_configuration():
     cfg["seed"] = cfg.pop("seeds")
     message = refused(cfg, "missing key(s) 'seeds'", "unknown key(s) 'seed'", "did you mean 'seeds'")
     assert "train_per_class" not in message and len(message) < 400, message
+
+
+def test_a_section_of_the_wrong_shape_is_refused_by_the_schema():
+    cfg = copy.deepcopy(TINY)
+    cfg["experiments"] = [cfg["experiments"]["main"]]
+    refused(cfg, "experiments:", "is not of type 'object'")
 
 
 def test_a_long_value_is_cut_in_the_message():
@@ -295,3 +302,15 @@ def test_every_shipped_config_passes_the_whole_check(path, capsys):
 def test_the_image_table_covers_every_source():
     assert set(IMAGES_PER_CLASS) == set(SOURCES)
     assert all(t.smallest <= t.train <= t.largest for t in IMAGES_PER_CLASS.values())
+
+
+def test_synthetic_data_is_never_downloaded_and_reads_no_folder(capsys):
+    cfg = copy.deepcopy(TINY)
+    cfg["datasets"]["synthetic"]["download"] = True
+    with pytest.raises(ConfigError, match=r"datasets\.synthetic\.download: true is not allowed for source "
+                                          r"'synthetic'"):
+        check_config(cfg, SCHEMA)
+    cfg = copy.deepcopy(TINY)
+    cfg["datasets"]["synthetic"]["root"] = "data/cifar100"
+    (line,) = warned(cfg, capsys)
+    assert "datasets.synthetic.root='data/cifar100'" in line and "reads no folder" in line, line

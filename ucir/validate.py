@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import re
 import sys
 from pathlib import Path
@@ -102,7 +103,7 @@ def _scalar(value: Any, schema: dict) -> Any:
         return text.lower() == "true"
     if text.lower() in ("null", "~") and "null" in types:
         return None
-    if NUMBER.fullmatch(text):
+    if NUMBER.fullmatch(text) and math.isfinite(float(text)):              # 1e400 overflows: left as written
         number = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
         if "integer" in types and float(number).is_integer():
             return int(number)
@@ -137,7 +138,8 @@ def coerce_config(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Every value of `config` (a grid's values as their setting's) read as the schema's type, in place."""
     coerce(config, schema, schema)
     settings = schema["$defs"]["settings"]["properties"]
-    for exp in (config.get("experiments") or {}).values():
+    experiments = config.get("experiments")
+    for exp in experiments.values() if isinstance(experiments, dict) else ():
         grid = exp.get("grid") if isinstance(exp, dict) else None
         for key, values in (grid if isinstance(grid, dict) else {}).items():
             if key in settings and isinstance(values, list):
@@ -190,6 +192,12 @@ def check_optional_packages(config: dict[str, Any], runs: list[Run]) -> None:
                               f"installed: {install} (or set {where}: false)")
 
 
+def unread_roots(config: dict[str, Any]) -> list[str]:
+    """A root given for synthetic data is never read: perhaps the source was meant to be the real dataset."""
+    return [f"datasets.{name}.root={ds['root']!r}: source synthetic generates its data and reads no folder"
+            for name, ds in config["datasets"].items() if ds["source"] == "synthetic" and ds.get("root")]
+
+
 def review_runs(runs: list[Run]) -> list[str]:
     """RunConfig.review over the runs: the first refused finding raises ConfigError naming the run; the others
     come back as warning lines, each once per dataset however many runs share it."""
@@ -223,6 +231,6 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bo
         check_dataset_paths(config)
     runs = expand_runs(config)
     check_optional_packages(config, runs)
-    for line in review_runs(runs):
+    for line in unread_roots(config) + review_runs(runs):
         print(f"ucir: warning: {line}", file=sys.stderr)
     return runs
