@@ -274,7 +274,7 @@ def test_cbf_without_exemplars_is_said(capsys):
 def test_a_checkpoint_interval_longer_than_every_stage_is_said(capsys):
     cfg = dict(tiny(), checkpoint_every=5)
     (line,) = warned(cfg, capsys)
-    assert "checkpoint_every=5" in line and "no stage trains more than 1 epochs" in line, line
+    assert "checkpoint_every=5" in line and "no stage trains more than 1 epoch, so" in line, line
 
 
 def test_a_subsample_larger_than_the_data_is_said(capsys):

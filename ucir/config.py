@@ -293,7 +293,7 @@ class RunConfig:
         longest = max(getattr(self, k).epochs for k in self.schedules())
         if self.checkpoint_every and self.checkpoint_every >= longest:
             out.append(Finding("checkpoint_every", self.checkpoint_every, f"no stage trains more than {longest} "
-                               "epochs, so no resumable state is saved on this schedule (SIGTERM still saves one)",
+                               f"epoch{'s' * (longest != 1)}, so no resumable state is saved on this schedule (SIGTERM still saves one)",
                                False))
         return out
 
