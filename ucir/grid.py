@@ -124,14 +124,15 @@ def _refuse_execution(where: str, keys) -> None:
 
 
 def check_dataset_paths(config: dict[str, Any]) -> None:
-    """Every real dataset's root must exist, unless it may be downloaded (CIFAR-100 only)."""
+    """Every real dataset's root must exist, unless it may be downloaded (CIFAR-100 only; synthetic data is
+    generated, never downloaded)."""
     for name, ds in config["datasets"].items():
-        if ds["source"] == "synthetic":
-            continue
         if ds.get("download", False):
             if ds["source"] not in DOWNLOADABLE:
                 raise ConfigError(f"datasets.{name}.download: true is not allowed for source {ds['source']!r}; "
                                   f"only {', '.join(DOWNLOADABLE)} can be downloaded")
+            continue
+        if ds["source"] == "synthetic":
             continue
         root = ds.get("root")
         if not root or not os.path.isdir(root):

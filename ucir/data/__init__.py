@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import SOURCES
+from ..config import IMAGES_PER_CLASS, SOURCES
 from .loaders import DeviceArrays, FolderImages, on_device
 from .order import OFFICIAL_SEED, class_order, positions
 from .specs import DataSpec, spec_for
@@ -46,8 +46,9 @@ def load_splits(source: str, root: str | None, download: bool = False, *, num_cl
     if source == "synthetic":
         if num_classes is None:
             raise ValueError("source 'synthetic' needs num_classes")
-        train, test_split = make_synthetic(num_classes, train_per_class or 500, (test_per_class or 100) if test else 0,
-                                           seed=synthetic_seed)
+        sizes = IMAGES_PER_CLASS["synthetic"]                         # the defaults, as ucir.tools.plan counts them
+        train, test_split = make_synthetic(num_classes, train_per_class or sizes.smallest,
+                                           (test_per_class or sizes.test) if test else 0, seed=synthetic_seed)
         return train, test_split if test else None
     if root is None:
         raise ValueError(f"source {source!r} needs a data root")
