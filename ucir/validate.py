@@ -10,7 +10,7 @@ import jsonschema
 import yaml
 
 from .config import ENUMS, METHODS, ConfigError
-from .grid import Run, check_dataset_paths, expand_runs
+from .grid import Run, check_data, check_downloads, expand_runs
 from .report import EXPERIMENT_PLOTS
 
 
@@ -73,12 +73,15 @@ def load_schema(path: str | Path) -> dict[str, Any]:
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:
-    """Raise ConfigError on the first problem; return the runs the configuration asks for. check_paths=False: the
-    dataset folders need not exist (planning a grid on a machine without its data)."""
+    """Raise ConfigError on the first problem; return the runs the configuration asks for. check_paths: the data
+    of the datasets the runs read are checked too (ucir.grid.check_data, as a real run); False: they are not
+    (planning a grid on a machine without its data; the workflow checks them itself, knowing a dry run)."""
     errors = schema_errors(config, schema)
     errors += [] if errors else grid_errors(config, schema)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+    check_downloads(config)
+    runs = expand_runs(config)
     if check_paths:
-        check_dataset_paths(config)
-    return expand_runs(config)
+        check_data(config, runs)
+    return runs
