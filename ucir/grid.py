@@ -145,7 +145,7 @@ def check_data(config: dict[str, Any], runs, dry_run: bool = False) -> list[str]
                 problems.append(f"{where}.root: folder {root!r} does not exist (source {ds['source']}); point root "
                                 f"at the data{hint} (README: Running experiments)")
             continue
-        from .data.check import data_problems          # numpy and torch: only for real data
+        from .data.check import data_problems          # numpy (no torch): only for real data
         # the images per class the runs keep: the same in all runs of a dataset (their base model is shared)
         cfg = next(r.cfg for r in runs if r.dataset == name)
         problems += [f"{where} ({ds['source']} in {root}): {p}" for p in data_problems(

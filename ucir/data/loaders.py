@@ -50,12 +50,13 @@ def shm_problem(workers: int, batch_size: int, spec: DataSpec, free: int | None)
         return None
     mb = 2 ** 20
     fit = free // (PREFETCH * batch)
+    instead = (f"set `workers: {fit}` (each worker needs {PREFETCH * batch / mb:.0f} MB)" if fit else
+               "lower the batch size")
     return (f"folder data: {workers} loader workers x {PREFETCH} batches x {batch_size} images of {spec.channels} x "
             f"{spec.size} x {spec.size} uint8 need {need / mb:.0f} MB of shared memory, but {SHM} has "
             f"{free / mb:.0f} MB free (a container's default is 64 MB). Give the job more (docker/podman run "
-            f"--shm-size={-(-need * 5 // 4 // mb)}m, a quarter to spare; Kubernetes: a memory-backed emptyDir mounted at /dev/shm), or "
-            + (f"set `workers: {fit}` (each worker needs {PREFETCH * batch / mb:.0f} MB)" if fit else
-               "lower the batch size") + " in the config")
+            f"--shm-size={-(-need * 5 // 4 // mb)}m, a quarter to spare; Kubernetes: a memory-backed emptyDir "
+            f"mounted at /dev/shm), or {instead} in the config")
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
