@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from .config import ENUMS, METHODS, ConfigError
-from .grid import Run, check_dataset_paths, expand_runs
+from .grid import Run, check_data, check_downloads, expand_runs
 from .report import EXPERIMENT_PLOTS
 
 
@@ -225,16 +225,18 @@ def _run_path(r: Run) -> str:
 def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:
     """Raise ConfigError on the first problem; return the runs the configuration asks for, after printing one
     warning line on stderr per setting that does less than it says. Strings written as numbers or booleans where
-    the schema expects one become one, in `config` itself. check_paths=False: the dataset folders need not exist
-    (planning a grid on a machine without its data)."""
+    the schema expects one become one, in `config` itself. check_paths: the data of the datasets the runs read are
+    checked too (ucir.grid.check_data, as a real run); False: they are not (planning a grid on a machine without
+    its data; the workflow checks them itself, knowing a dry run)."""
     coerce_config(config, schema)
     errors = schema_errors(config, schema)
     errors += [] if errors else grid_errors(config, schema) + repeated_errors(config)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
-    if check_paths:
-        check_dataset_paths(config)
+    check_downloads(config)
     runs = expand_runs(config)
+    if check_paths:
+        check_data(config, runs)
     check_optional_packages(config, runs)
     for line in unread_roots(config) + review_runs(runs):
         print(f"ucir: warning: {line}", file=sys.stderr)
