@@ -12,6 +12,7 @@ import yaml
 
 from ucir import validate
 from ucir.config import IMAGES_PER_CLASS, SOURCES, ConfigError, resolve
+from ucir.grid import execution_settings
 from ucir.validate import check_config, load_schema
 
 from smk import dry_run, snakemake, write_config
@@ -101,8 +102,8 @@ def test_strings_from_the_command_line_become_the_numbers_and_nulls_expected():
     cfg = tiny(per_class="2", workers="null", margin=".4")
     cfg["seeds"], cfg["eval_batch_size"] = ["1993"], "64"
     (run,) = check_config(cfg, SCHEMA, check_paths=False)
-    assert (run.seed, run.cfg.per_class, run.cfg.workers, run.cfg.margin, cfg["eval_batch_size"]) == \
-        (1993, 2, None, 0.4, 64)
+    workers = cfg["datasets"]["synthetic"]["settings"]["workers"]                # an execution setting
+    assert (run.seed, run.cfg.per_class, workers, run.cfg.margin, cfg["eval_batch_size"]) == (1993, 2, None, 0.4, 64)
 
 
 @pytest.mark.parametrize("key,value,where", [
@@ -159,8 +160,9 @@ def test_tensorboard_without_its_package_is_refused_with_the_install_command(mon
 
 def test_tensorboard_with_its_package_is_accepted():
     pytest.importorskip("tensorboard")
-    (run,) = check_config(dict(tiny(), tensorboard=True), SCHEMA, check_paths=False)
-    assert run.cfg.tensorboard is True
+    cfg = dict(tiny(), tensorboard="true")
+    (run,) = check_config(cfg, SCHEMA, check_paths=False)
+    assert execution_settings(cfg, run.dataset)["tensorboard"] is True          # what the jobs get
 
 
 # ---- through Snakemake's own command line ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ optional packages, then settings that would silently do less than they say (RunC
 ConfigError naming the key, the bad value and what is allowed; each warning one line on stderr."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import math
@@ -15,8 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import ENUMS, METHODS, ConfigError
-from .grid import Run, check_data, check_downloads, expand_runs
+from .config import ENUMS, METHODS, ConfigError, RunConfig
+from .grid import Run, check_data, check_downloads, execution_settings, expand_runs
 from .report import EXPERIMENT_PLOTS
 
 
@@ -186,15 +187,20 @@ def repeated_errors(config: dict[str, Any]) -> list[str]:
 OPTIONAL = {"tensorboard": ("tensorboard", "pip install -e '.[tensorboard]'")}
 
 
+def as_jobs_run(config: dict[str, Any], run: Run) -> RunConfig:
+    """A run's settings with its dataset's execution settings, as its jobs see them (ucir.jobs.job)."""
+    return dataclasses.replace(run.cfg, **execution_settings(config, run.dataset))
+
+
 def check_optional_packages(config: dict[str, Any], runs: list[Run]) -> None:
-    for key, (module, install) in OPTIONAL.items():
-        users = [r for r in runs if getattr(r.cfg, key)]
-        if users and importlib.util.find_spec(module) is None:
-            ds = users[0].dataset
-            where = (f"datasets.{ds}.settings.{key}" if key in (config["datasets"][ds].get("settings") or {})
-                     else key)
-            raise ConfigError(f"{where}={getattr(users[0].cfg, key)!r} needs the {module!r} package, which is not "
-                              f"installed: {install} (or set {where}: false)")
+    for ds in sorted({r.dataset for r in runs}):
+        execution = execution_settings(config, ds)
+        for key, (module, install) in OPTIONAL.items():
+            if execution.get(key) and importlib.util.find_spec(module) is None:
+                where = (f"datasets.{ds}.settings.{key}" if key in (config["datasets"][ds].get("settings") or {})
+                         else key)
+                raise ConfigError(f"{where}={execution[key]!r} needs the {module!r} package, which is not "
+                                  f"installed: {install} (or set {where}: false)")
 
 
 def unread_roots(config: dict[str, Any]) -> list[str]:
@@ -203,12 +209,12 @@ def unread_roots(config: dict[str, Any]) -> list[str]:
             for name, ds in config["datasets"].items() if ds["source"] == "synthetic" and ds.get("root")]
 
 
-def review_runs(runs: list[Run]) -> list[str]:
+def review_runs(config: dict[str, Any], runs: list[Run]) -> list[str]:
     """RunConfig.review over the runs: the first refused finding raises ConfigError naming the run; the others
     come back as warning lines, each once per dataset however many runs share it."""
     said: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
-        for finding in r.cfg.review():
+        for finding in as_jobs_run(config, r).review():
             if finding.refuse:
                 raise ConfigError(f"experiments.{r.experiments[0]} ({r.dataset}, {r.method}, {r.variant}, "
                                   f"{r.phases} phases, seed {r.seed}): {finding.key}={finding.value!r} is not "
@@ -238,6 +244,6 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bo
     if check_paths:
         check_data(config, runs)
     check_optional_packages(config, runs)
-    for line in unread_roots(config) + review_runs(runs):
+    for line in unread_roots(config) + review_runs(config, runs):
         print(f"ucir: warning: {line}", file=sys.stderr)
     return runs
