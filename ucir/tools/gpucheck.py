@@ -1,13 +1,17 @@
 """`make gpu-check`: the first thing to run on a new GPU box. Sized for 5-10 minutes on one H100.
 
-    python -m ucir.tools.gpucheck                          # the check, on the GPU a job would take
-    python -m ucir.tools.gpucheck --device cpu --tiny      # the same code end to end on a CPU, in about a minute
+    python -m ucir.tools.gpucheck                          # the check, on the GPU a job would take, or it fails
+    python -m ucir.tools.gpucheck --device cpu --tiny      # a CPU dry run of the same code, in about a minute
 
 Sections, each printed as it completes:
   environment   python, torch, its CUDA build and kernel architectures, the driver's CUDA version, NVML, every
                 visible GPU (name, compute capability, memory, bf16), the GPU variables this process was given,
-                and why torch cannot use CUDA if it cannot
-  device        the device a job with `device: auto` takes (ucir.devices.pick_device)
+                every sign of an NVIDIA GPU found without torch, and why torch cannot use CUDA if it cannot
+  device        the GPU a job with `device: auto` takes (ucir.devices.pick_device); no GPU, or one torch cannot
+                use, fails the check (`--device cpu` is a dry run)
+  memory        the memory one training job needs, ResNet-32 at 32 px and ResNet-18 at 224 px, batch 128, from
+                tensor sizes (the meta device), against what UCIR_JOBS_PER_GPU jobs need of each GPU; on a GPU, the
+                ResNet-32 step's measured peak too
   bench         `python -m ucir.tools.bench` on that device: ucir's training loop against a naive one
   determinism   one epoch with `deterministic: true`, twice, compared bit for bit, and its speed against the default
   folder data   how many images/s one DataLoader worker decodes (generated JPEGs of ImageNet's size) against how
@@ -16,8 +20,9 @@ Sections, each printed as it completes:
                 the stage functions, with fp32 and with bf16 training: wall time, the 160-epoch extrapolation,
                 average incremental accuracy of each
   tests         the CUDA-marked tests (pytest -m cuda; they skip without CUDA)
-The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`; the exit status says the same. Sections
-that would start after --budget-s seconds are skipped (and say so), so that the check ends in time.
+The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`, and for a CPU dry run
+`gpu-check: CPU dry run ok (this was not a GPU check)`; the exit status says the same. Sections that would start
+after --budget-s seconds are skipped (and say so), so that the check ends in time.
 """
 from __future__ import annotations
 
@@ -30,15 +35,22 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from ..devices import (arch_problem, cuda_problem, describe, driver_cuda_version, gpu_uuid, gpus_given,
-                      pick_device, release_gpu)
+from ..devices import (GpuPolicy, GpuProbe, arch_problem, cuda_problem, describe, driver_cuda_version,
+                      gpu_evidence, gpu_uuid, gpus_given, pick_device, release_gpu)
 from ..runtime import bf16_training, configure, prepare_environment
 
 PAPER_EPOCHS = 160                                                        # Sec. 4.1: CIFAR-100, every phase
+# What a CUDA process holds besides its tensors: the context, cuDNN's and cuBLAS's kernels and handles, cuBLAS's
+# workspace. An upper estimate for torch 2.x with CUDA's lazy module loading; the memory section measures a job.
+CUDA_OVERHEAD_MIB = 1024
+DRY_RUN = "(this was not a GPU check)"
 
 
 def _sync(device: torch.device) -> None:
@@ -46,11 +58,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def environment() -> None:
+def environment(probe: GpuProbe | None = None) -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA build {torch.version.cuda}, "
           f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}")
     print(f"kernel architectures of this build: {' '.join(torch.cuda.get_arch_list()) or 'none (CPU-only build)'}")
-    drv = driver_cuda_version()
+    drv = driver_cuda_version(probe)
     print("NVIDIA driver: " + ("none found (libcuda.so.1)" if drv is None
                                else f"supports CUDA up to {drv[0]}.{drv[1]}"))
     try:
@@ -67,7 +79,8 @@ def environment() -> None:
         print(f"NVML: unavailable ({e})")
     given = gpus_given()
     print(f"GPU variables given to this process: {', '.join(f'{k}={v}' for k, v in given.items()) or 'none'}")
-    problem = cuda_problem()
+    print(f"signs of an NVIDIA GPU, found without torch: {'; '.join(gpu_evidence(probe=probe)) or 'none'}")
+    problem = cuda_problem(probe)
     if problem is not None:
         print(f"torch cannot use CUDA: {problem}")
         return
@@ -78,6 +91,91 @@ def environment() -> None:
               f"{p.multi_processor_count} SMs, bf16 training {'yes' if bf16 else 'no (fp32)'}, "
               f"kernels: {arch_problem(i) or 'ok'}")
     print(f"CPUs: {os.cpu_count()} ({len(os.sched_getaffinity(0))} usable by this process)")
+
+
+class _LiveBytes(TorchDispatchMode):
+    """The bytes of the storages that operators create, counted while each storage lives (torch keeps one Python
+    object per storage for its life, so a finalizer on it runs when the memory is freed), and their peak: what an
+    allocator holds, on any device, the meta device included (shapes only, no arithmetic)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self._seen = 0, 0, set()
+
+    def _track(self, t: torch.Tensor) -> None:
+        s = t.untyped_storage()
+        if id(s) in self._seen:                                            # a view of a storage already counted
+            return
+        n = s.nbytes()
+        self._seen.add(id(s))
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(s, self._free, id(s), n)
+
+    def _free(self, key: int, n: int) -> None:
+        self._seen.discard(key)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+
+# (backbone, classes, pixels, MiB of the data set kept on the GPU, what it stands for) of the paper grid's jobs
+JOB_SHAPES = (("resnet32", 100, 32, 176, "CIFAR-100: its 60,000 uint8 images live on the GPU"),
+              ("resnet18", 1000, 224, 0, "ImageNet: images come from host memory batch by batch"))
+
+
+def job_memory(backbone: str, classes: int, pixels: int, batch_size: int = 128,
+               device: torch.device | str = "meta") -> dict[str, int]:
+    """Bytes of one fp32 training step of `backbone` (SGD with momentum, as every stage trains): `params`, and
+    `peak`, the most that the step's tensors (gradients, momentum, activations kept for the backward pass and the
+    transient ones) hold at once on top of them. Two steps, so the momentum buffers exist in the second."""
+    from ..models import build_model
+    torch.manual_seed(0)
+    net = build_model(backbone, "cosine", classes, 3, False).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(batch_size, 3, pixels, pixels, device=device)                   # x: N x 3 x H x W
+    y = torch.randint(0, classes, (batch_size,), device=device)
+    with _LiveBytes() as live:
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            del loss
+    return dict(params=sum(p.numel() * p.element_size() for p in net.parameters()), peak=live.peak)
+
+
+def job_need_mib(backbone: str, classes: int, pixels: int, data_mib: int, batch_size: int = 128) -> int:
+    """GPU memory one training job needs: its step's tensors (job_memory), its data on the GPU, CUDA's own."""
+    m = job_memory(backbone, classes, pixels, batch_size)
+    return (m["params"] + m["peak"]) // 2**20 + data_mib + CUDA_OVERHEAD_MIB
+
+
+def memory(device: torch.device, batch_size: int = 128) -> None:
+    per_gpu = GpuPolicy.from_env().jobs_per_gpu
+    for backbone, classes, pixels, data_mib, what in JOB_SHAPES:
+        m = job_memory(backbone, classes, pixels, batch_size)
+        need = job_need_mib(backbone, classes, pixels, data_mib, batch_size)
+        print(f"{backbone} at {pixels} px, batch {batch_size}, {classes} classes: parameters "
+              f"{m['params'] / 2**20:.1f} MiB, the step's tensors at their peak {m['peak'] / 2**20:.0f} MiB, data "
+              f"{data_mib} MiB ({what}), CUDA {CUDA_OVERHEAD_MIB} MiB: about {need} MiB a job; {per_gpu} jobs per "
+              f"GPU (UCIR_JOBS_PER_GPU): {per_gpu * need} MiB")
+        if device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory >> 20
+            print(f"  this GPU has {total} MiB: room for {total // need} such jobs")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        backbone, classes, pixels = JOB_SHAPES[0][:3]
+        m = job_memory(backbone, classes, pixels, batch_size, device)
+        print(f"measured on {device}: {backbone}'s step holds {torch.cuda.max_memory_allocated(device) >> 20} MiB "
+              f"at its peak ({torch.cuda.max_memory_reserved(device) >> 20} MiB reserved by the caching allocator; "
+              f"from tensor sizes: {(m['params'] + m['peak']) >> 20} MiB)")
 
 
 def _lucir_setup(device: torch.device, per_class: int, batch_size: int):
@@ -288,10 +386,12 @@ def cuda_tests(device: torch.device) -> bool:
     return r.returncode in (0, 5)                                          # 5: no test collected
 
 
-def main(argv=None) -> int:
+def main(argv=None, probe: GpuProbe | None = None) -> int:
+    """`probe`: where pick_device looks for a GPU that torch cannot use (tests fake it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--tiny", action="store_true", help="tiny sizes everywhere (a CPU dry run)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto, cuda: check a GPU, or fail; cpu: a dry run of the same code, not a GPU check")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes everywhere (for a CPU dry run)")
     ap.add_argument("--per-class", type=int, default=500, help="schedule: training images per class (CIFAR: 500)")
     ap.add_argument("--test-per-class", type=int, default=100, help="schedule: test images per class")
     ap.add_argument("--epochs", type=int, default=3, help="schedule: epochs per phase")
@@ -319,7 +419,7 @@ def main(argv=None) -> int:
 
     def section(name: str, fn) -> None:
         print(f"\n== {name}", flush=True)
-        if time.perf_counter() - t_start > args.budget_s:
+        if name != "device" and time.perf_counter() - t_start > args.budget_s:
             print(f"skipped: past the {args.budget_s:.0f} s budget")
             skipped.append(name)
             return
@@ -333,12 +433,16 @@ def main(argv=None) -> int:
             failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
 
-    section("environment", environment)
+    section("environment", lambda: environment(probe))
     device = torch.device("cpu")
 
     def choose():
         nonlocal device
-        device = pick_device(args.device)
+        device = pick_device(args.device, probe=probe)
+        if device.type != "cuda" and args.device != "cpu":
+            raise RuntimeError("no NVIDIA GPU here (no GPU variable, device node, driver library or NVML GPU; see "
+                               "the environment section): a GPU check needs one. For a CPU dry run of the same "
+                               "code: make gpu-check GPU_CHECK=\"--device cpu --tiny\"")
         configure(device, deterministic=False)
         print(f"device: {describe(device)}; training {'bf16' if bf16_training('auto', device) else 'fp32'} "
               f"with amp: auto")
@@ -346,6 +450,7 @@ def main(argv=None) -> int:
     if "device" in failed:
         print("\ngpu-check: FAILED (device)")
         return 1
+    section("memory", lambda: memory(device))
     if not args.no_bench:
         from . import bench
         section("bench", lambda: bench.main(["--device", device.type, "--per-class", str(args.bench_per_class),
@@ -357,7 +462,8 @@ def main(argv=None) -> int:
     if not args.no_tests:
         section("tests", lambda: cuda_tests(device))
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
-    print("gpu-check: " + (f"FAILED ({', '.join(failed)})" if failed else "ok"))
+    verdict = f"FAILED ({', '.join(failed)})" if failed else "ok"
+    print(f"gpu-check: {verdict}" if device.type == "cuda" else f"gpu-check: CPU dry run {verdict} {DRY_RUN}")
     return 1 if failed else 0
 
 
