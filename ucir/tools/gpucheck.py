@@ -94,9 +94,10 @@ def environment(probe: GpuProbe | None = None) -> None:
 
 
 class _LiveBytes(TorchDispatchMode):
-    """The bytes of the storages that operators create, counted while each storage lives (torch keeps one Python
-    object per storage for its life, so a finalizer on it runs when the memory is freed), and their peak: what an
-    allocator holds, on any device, the meta device included (shapes only, no arithmetic)."""
+    """The bytes of the storages that operators create (not views or in-place results of their inputs), counted
+    while each storage lives (torch keeps one Python object per storage for its life, so a finalizer on it runs
+    when the memory is freed), and their peak: what an allocator holds for the operators run inside, on any device,
+    the meta device included (shapes only, no arithmetic)."""
 
     def __init__(self):
         super().__init__()
@@ -118,8 +119,9 @@ class _LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        given = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in given:   # not a view, not in place
                 self._track(t)
         return out
 
