@@ -405,7 +405,7 @@ def _as_other_user(fn):
     return b"".join(chunks).decode(), release
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o444])
+@pytest.mark.parametrize("mode", [0o644, 0o444, 0o666])
 def test_a_lock_made_by_another_user_does_not_block_and_still_counts(fake_cuda, monkeypatch, shared_tmp, mode):
     fake_cuda(n=1)
     fake_nvml(monkeypatch, [60000])
@@ -413,8 +413,11 @@ def test_a_lock_made_by_another_user_does_not_block_and_still_counts(fake_cuda, 
     _made_by_another_user(p.lock_dir, mode if os.getuid() == 0 else 0o444)
     lines = []
     said, release = _as_other_user(lambda: choose_gpu(p, lines.append)[0])
+    slot = p.lock_dir / "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd.0.lock"
     try:
-        assert said == "0"                                    # the job got the slot, through a read-only descriptor
+        assert said == "0"                                    # the job got the slot (read-only unless mode 666)
+        if os.getuid() == 0:                                  # a 0666 file opens read-write: the holder is written
+            assert ("uid 65534" in slot.read_text()) is (mode == 0o666)
         with pytest.raises(RuntimeError, match="no visible GPU has a free job slot"):
             choose_gpu(p)                                     # and holds it: the slot is shared, not duplicated
     finally:

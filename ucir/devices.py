@@ -1,29 +1,18 @@
-"""Which device a job runs on, decided before any CUDA work.
+"""Which device a job runs on, decided before any CUDA work (docs/gpus.md tells why and how to change it).
 
 - `device: cpu` is the CPU. `device: cuda` is a GPU or a clear error. `device: auto` is a GPU when torch can use
   one and the CPU only where there is no NVIDIA GPU at all: when torch cannot use CUDA but the job was given a GPU
-  (CUDA_VISIBLE_DEVICES, Slurm's GPU variables) or the machine has one (a device node /dev/nvidia<N>, the kernel
-  driver's /proc/driver/nvidia/gpus, a loadable driver library libcuda / libnvidia-ml, or NVML counting GPUs),
-  the job stops, naming torch's CUDA build, the likely cause and the fix, instead of training on the CPU until its
-  time limit. `device: cpu` is how to run on the CPU on purpose.
+  (CUDA_VISIBLE_DEVICES, Slurm's GPU variables) or the machine shows one (GpuProbe: device nodes /dev/nvidia<N>,
+  /proc/driver/nvidia/gpus, a loadable driver library, NVML), the job stops with the reason and the fix.
 - A GPU whose architecture the torch build has no kernels for stops the job at once, not at the first kernel.
 - Under a scheduler (Slurm's GPU variables) the GPU it assigned is used. On a workstation each job takes a slot on
-  the least-loaded visible GPU (fewest ucir jobs, then most free memory), so jobs spread over every GPU: slots are
-  lock files, one per (GPU, slot), held with fcntl.flock for the job's life (released when the process ends), and
-  chosen under one short machine-wide lock, so jobs that start together count each other. Free memory is read
-  through NVML (the `gpu` extra, package nvidia-ml-py), which creates no CUDA context. When no GPU has a free slot
-  with enough memory the job waits, then fails with a message listing every GPU. The chosen GPU becomes torch's
-  current device, so nothing touches GPU 0 by default.
-- The lock files serve every user of the machine: the folder is world-writable and sticky (1777) and each file is
-  made 0666 whatever the umask; a file another user made with another mode is locked through a read-only
-  descriptor (flock needs no write access), and one this user cannot open at all is replaced by a file in a
-  per-user folder beside it (that slot is then not shared with that user, which the job's log says).
-
-Several jobs share a GPU by default (UCIR_JOBS_PER_GPU, default 4): one CIFAR ResNet-32 job is launch-bound and
-fills a small part of a GPU, and four jobs of the largest network of the paper grid (ResNet-18 at 224 px) fit a
-24 GB GPU (docs/gpus.md: the memory a job needs, which `make gpu-check` measures in its section `memory`). The
-workstation profile's `resources: gpu` must be the number of GPUs times UCIR_JOBS_PER_GPU
-(workflow/profiles/workstation/config.yaml; tests/test_gpu_devices.py reads it).
+  the least-loaded visible GPU (fewest ucir jobs, then most NVML free memory, read without a CUDA context), so jobs
+  spread over every GPU; UCIR_JOBS_PER_GPU slots per GPU (default 4, from the memory a job needs), which the
+  workstation profile's `resources: gpu` must match (GPUs x slots). A slot is a lock file held with flock for the
+  job's life, chosen under one short machine-wide lock. With no free slot the job waits, then fails listing every
+  GPU. The chosen GPU becomes torch's current device, so nothing touches GPU 0 by default.
+- The lock files serve every user of the machine: a sticky world-writable folder, files made 0666 whatever the
+  umask, another user's file locked read-only, and one this user cannot open replaced by a per-user file.
 
 Nothing here changes what a job computes, only where it runs, so this module is not part of the stage code hashes
 (ucir/codehash.py). Environment variables (all optional; a value that is not a number stops the job):
@@ -34,13 +23,14 @@ Nothing here changes what a job computes, only where it runs, so this module is 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +47,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CUDA_REQUESTED = "device: cuda was requested but torch.cuda.is_available() is False"
 
 _chosen: dict[str, int] = {}                                   # this process's GPU and its lock, once chosen
+_fallbacks: set[Path] = set()                                  # shared lock files this user could not open (logged)
 
 
 def gpus_given(env=None) -> dict[str, str]:
@@ -67,22 +58,31 @@ def gpus_given(env=None) -> dict[str, str]:
     return {k: env[k] for k in names if k in env and env[k].strip().lower() not in _NO_GPU}
 
 
-def _nvml_gpu_count() -> int | None:
-    """How many GPUs NVML sees (no CUDA context), or None without NVML (package or driver library)."""
+@contextlib.contextmanager
+def _nvml() -> Iterator[object | None]:
+    """The pynvml module, initialised for the block (NVML creates no CUDA context), or None without NVML."""
     try:
         import pynvml
         pynvml.nvmlInit()
     except Exception:                                                    # not installed, or no NVML library
-        return None
+        yield None
+        return
     try:
-        return int(pynvml.nvmlDeviceGetCount())
-    except Exception:
-        return None
+        yield pynvml
     finally:
         try:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def _nvml_gpu_count() -> int | None:
+    """How many GPUs NVML sees, or None without NVML."""
+    with _nvml() as nvml:
+        try:
+            return None if nvml is None else int(nvml.nvmlDeviceGetCount())
+        except Exception:
+            return None
 
 
 @dataclass(frozen=True)
@@ -108,20 +108,28 @@ def _loaded(probe: GpuProbe, names: tuple[str, ...]) -> tuple[str, object] | Non
     return None
 
 
-def driver_cuda_version(probe: GpuProbe | None = None) -> tuple[int, int] | None:
-    """The newest CUDA version the installed NVIDIA driver supports (cuDriverGetVersion, which needs no CUDA
-    context), or None without a driver library."""
-    probe = probe or GpuProbe()
+def _cuda_driver(probe: GpuProbe) -> tuple[str, int | None] | None:
+    """(name, version code) of the CUDA driver library that loads, the code None where it answers none
+    (cuDriverGetVersion, which needs no CUDA context); None without one, or with only the toolkit's stub."""
     found = _loaded(probe, probe.cuda_libraries)
     if found is None:
         return None
     v = ctypes.c_int()
     try:
-        if found[1].cuDriverGetVersion(ctypes.byref(v)) != 0:
-            return None
+        result = found[1].cuDriverGetVersion(ctypes.byref(v))
     except AttributeError:
+        return found[0], None
+    if result == CUDA_ERROR_STUB_LIBRARY:
         return None
-    return v.value // 1000, v.value % 1000 // 10
+    return found[0], v.value if result == 0 else None
+
+
+def driver_cuda_version(probe: GpuProbe | None = None) -> tuple[int, int] | None:
+    """The newest CUDA version the installed NVIDIA driver supports, or None without a driver library."""
+    driver = _cuda_driver(probe or GpuProbe())
+    if driver is None or driver[1] is None:
+        return None
+    return driver[1] // 1000, driver[1] % 1000 // 10
 
 
 def gpu_evidence(env=None, probe: GpuProbe | None = None) -> list[str]:
@@ -132,17 +140,9 @@ def gpu_evidence(env=None, probe: GpuProbe | None = None) -> list[str]:
     signs += [f"device node {p}" for p in sorted(probe.dev_dir.glob("nvidia[0-9]*"))]
     if probe.proc_dir.is_dir():
         signs += [f"kernel driver GPU {p.name} ({probe.proc_dir})" for p in sorted(probe.proc_dir.iterdir())]
-    cuda = _loaded(probe, probe.cuda_libraries)
-    if cuda is not None:
-        try:
-            stub = cuda[1].cuDriverGetVersion(ctypes.byref(ctypes.c_int())) == CUDA_ERROR_STUB_LIBRARY
-        except AttributeError:
-            stub = False
-        if not stub:
-            signs.append(f"driver library {cuda[0]} loads")
-    nvml = _loaded(probe, probe.nvml_libraries)
-    if nvml is not None:
-        signs.append(f"driver library {nvml[0]} loads")
+    for found in (_cuda_driver(probe), _loaded(probe, probe.nvml_libraries)):
+        if found is not None:
+            signs.append(f"driver library {found[0]} loads")
     count = probe.nvml_count()
     if count:
         signs.append(f"NVML counts {count} GPU(s)")
@@ -247,25 +247,17 @@ def gpu_uuid(index: int) -> str:
 
 def nvml_free_mib(uuids: list[str]) -> list[tuple[int, int] | None] | None:
     """(free, total) MiB of each GPU by UUID through NVML, which creates no CUDA context; None without NVML."""
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-    except Exception:                                                    # not installed, or no NVML library
-        return None
-    try:
+    with _nvml() as nvml:
+        if nvml is None:
+            return None
         out = []
         for u in uuids:
             try:
-                m = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByUUID(u))
+                m = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByUUID(u))
                 out.append((m.free >> 20, m.total >> 20))
             except Exception:                                            # a MIG slice, an unknown UUID
                 out.append(None)
         return out
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def shared_lock_dir(path: Path) -> None:
@@ -279,18 +271,30 @@ def shared_lock_dir(path: Path) -> None:
 
 
 def _open_shared(path: Path) -> int | None:
-    """A descriptor of `path` to flock on, or None if this user cannot open it: created 0666 whatever the umask;
-    a file another user made that this one cannot write (mode 0644, another owner) opens read-only."""
+    """A descriptor of `path` to flock on, or None if this user cannot open it. A new file is made 0666 whatever
+    the umask. An existing one opens read-write without O_CREAT (which fs.protected_regular refuses on another
+    user's file in a sticky folder), else read-only: flock needs no write access, so a file another user made with
+    mode 0644 still locks."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        try:
-            return os.open(path, os.O_RDONLY)
-        except (PermissionError, FileNotFoundError):                     # unreadable, or a folder we cannot write
-            return None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        fd = None
+    except PermissionError:                                              # a folder this user cannot write in
+        return None
+    if fd is None:
+        for flags in (os.O_RDWR, os.O_RDONLY):
+            try:
+                fd = os.open(path, flags)
+                break
+            except PermissionError:
+                continue
+            except FileNotFoundError:                                    # removed meanwhile: the next poll makes it
+                return None
+        else:
+            return None                                                  # another user's file this one cannot read
     try:
-        os.fchmod(fd, 0o666)                                             # the umask cut the mode at creation
-    except OSError:                                                      # another owner's file, opened read-write
+        os.fchmod(fd, 0o666)                    # the umask cut a new file's mode; an older file of ours is widened
+    except OSError:                                                      # another user's file
         pass
     return fd
 
@@ -307,6 +311,9 @@ def _open_lock(policy: GpuPolicy, name: str, log: Callable[[str], None]) -> int:
     if fd is None:
         raise PermissionError(f"cannot open the GPU lock file {own / name} (UCIR_GPU_LOCK_DIR)")
     path = policy.lock_dir / name
+    if path in _fallbacks:
+        return fd
+    _fallbacks.add(path)
     try:
         st = path.stat()
         what = f"mode {st.st_mode & 0o777:o}, owner uid {st.st_uid}"
