@@ -10,7 +10,7 @@ import torch
 
 from ucir import devices
 from ucir.devices import DEFAULT_JOBS_PER_GPU, GpuPolicy, GpuProbe
-from ucir.tools import gpucheck
+from ucir.tools import gpucheck, jobmemory
 
 REPO = Path(__file__).resolve().parents[1]
 DRY_OK = "gpu-check: CPU dry run ok (this was not a GPU check)"
@@ -92,7 +92,7 @@ def test_the_memory_tracker_counts_what_a_step_holds():
     the weight's gradient (4 MB) after the backward pass; the peak is both at once (plus a few scalars). The
     weight's transposed view and the input are not counted: they were not made inside."""
     from torch import nn
-    live = gpucheck._LiveBytes()
+    live = jobmemory._LiveBytes()
     layer = nn.Linear(1000, 1000, bias=False, device="meta")
     x = torch.empty(500, 1000, device="meta")                                   # x: 500 x 1000 fp32
     with live:
@@ -108,7 +108,7 @@ def test_the_default_jobs_per_gpu_fit_the_memory_a_job_needs():
     """docs/gpus.md: a job needs its step's tensors, its data on the GPU and CUDA's own memory. The start-up check
     (UCIR_GPU_MIN_FREE_MB) covers the largest job of the paper grid, ResNet-18 at 224 px, and the default 4 jobs
     of it fit a 24 GB GPU; 4 CIFAR jobs fit an 8 GB one."""
-    need = {b: gpucheck.job_need_mib(b, c, px, data) for b, c, px, data, _ in gpucheck.JOB_SHAPES}
+    need = {b: jobmemory.job_need_mib(b, c, px, data) for b, c, px, data, _ in jobmemory.JOB_SHAPES}
     assert 3000 < need["resnet18"] <= GpuPolicy().min_free_mib                  # 2.8 GiB of tensors + CUDA's
     assert DEFAULT_JOBS_PER_GPU * need["resnet18"] <= 24 * 1000**3 // 2**20 - 1024   # 24 GB, less the display's share
     assert DEFAULT_JOBS_PER_GPU * need["resnet32"] <= 8 * 1000**3 // 2**20
