@@ -35,6 +35,8 @@ def torch_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(devices, "driver_cuda_version", lambda probe=None: None)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")    # what gpucheck sets, restored after the test
+    for name in (*devices.GPU_VARIABLES, "SLURM_JOB_ID"):          # as on a workstation, whatever runs the tests
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
