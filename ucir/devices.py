@@ -1,32 +1,36 @@
-"""Which device a job runs on, decided before any CUDA work.
+"""Which device a job runs on, decided before any CUDA work (docs/gpus.md tells why and how to change it).
 
 - `device: cpu` is the CPU. `device: cuda` is a GPU or a clear error. `device: auto` is a GPU when torch can use
-  one, the CPU only where the job was given no GPU: a job that was given one (CUDA_VISIBLE_DEVICES, Slurm's GPU
-  variables) which torch cannot use stops, naming torch's CUDA build and the likely cause, instead of training on
-  the CPU until its time limit.
+  one and the CPU only where there is no NVIDIA GPU at all: when torch cannot use CUDA but the job was given a GPU
+  (CUDA_VISIBLE_DEVICES, Slurm's GPU variables) or the machine shows one (GpuProbe: device nodes /dev/nvidia<N>,
+  /proc/driver/nvidia/gpus, a loadable driver library, NVML), the job stops with the reason and the fix.
 - A GPU whose architecture the torch build has no kernels for stops the job at once, not at the first kernel.
-- Under a scheduler (Slurm's GPU variables) the GPU it assigned is used. On a workstation each job takes a free
-  visible GPU: free memory is read through NVML (the `gpu` extra, package nvidia-ml-py), which creates no CUDA
-  context, and a per-GPU lock file (fcntl.flock, released when the process ends) keeps jobs that start together
-  from all taking the same GPU. When no GPU has a free slot with enough memory the job waits, then fails with a
-  message listing every GPU. The chosen GPU becomes torch's current device, so nothing touches GPU 0 by default.
+- Under a scheduler (Slurm's GPU variables) the GPU it assigned is used. On a workstation each job takes a slot on
+  the least-loaded visible GPU (fewest ucir jobs, then most NVML free memory, read without a CUDA context), so jobs
+  spread over every GPU; UCIR_JOBS_PER_GPU slots per GPU (default 4, from the memory a job needs), which the
+  workstation profile's `resources: gpu` must match (GPUs x slots). A slot is a lock file held with flock for the
+  job's life, chosen under one short machine-wide lock. With no free slot the job waits, then fails listing every
+  GPU. The chosen GPU becomes torch's current device, so nothing touches GPU 0 by default.
+- The lock files serve every user of the machine: a sticky world-writable folder, files made 0666 whatever the
+  umask, another user's file locked read-only, and one this user cannot open replaced by a per-user file.
 
 Nothing here changes what a job computes, only where it runs, so this module is not part of the stage code hashes
-(ucir/codehash.py). Environment variables (all optional):
+(ucir/codehash.py). Environment variables (all optional; a value that is not a number stops the job):
     UCIR_GPU_MIN_FREE_MB   free GPU memory a job needs to start on a GPU (default 4000; needs NVML)
     UCIR_GPU_WAIT          seconds to wait for a free GPU before failing (default 3600)
-    UCIR_JOBS_PER_GPU      jobs sharing one GPU (default 1)
+    UCIR_JOBS_PER_GPU      jobs sharing one GPU (default 4)
     UCIR_GPU_LOCK_DIR      where the lock files live (default <tmp>/ucir-gpu-locks: one folder per machine)
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +43,11 @@ INSTALL_HINT = ("install the torch build for this driver's CUDA version from PyT
                 "`pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126`, and check it "
                 "with `python -c \"import torch; print(torch.version.cuda, torch.cuda.is_available())\"` "
                 "(README: GPUs)")
+DEVICES = ("auto", "cpu", "cuda")
 CUDA_REQUESTED = "device: cuda was requested but torch.cuda.is_available() is False"
 
 _chosen: dict[str, int] = {}                                   # this process's GPU and its lock, once chosen
+_fallbacks: set[Path] = set()                                  # shared lock files this user could not open (logged)
 
 
 def gpus_given(env=None) -> dict[str, str]:
@@ -52,17 +58,95 @@ def gpus_given(env=None) -> dict[str, str]:
     return {k: env[k] for k in names if k in env and env[k].strip().lower() not in _NO_GPU}
 
 
-def driver_cuda_version() -> tuple[int, int] | None:
-    """The newest CUDA version the installed NVIDIA driver supports (cuDriverGetVersion, which needs no CUDA
-    context), or None without a driver library."""
+@contextlib.contextmanager
+def _nvml() -> Iterator[object | None]:
+    """The pynvml module, initialised for the block (NVML creates no CUDA context), or None without NVML."""
     try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        v = ctypes.c_int()
-        if lib.cuDriverGetVersion(ctypes.byref(v)) != 0:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception:                                                    # not installed, or no NVML library
+        yield None
+        return
+    try:
+        yield pynvml
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _nvml_gpu_count() -> int | None:
+    """How many GPUs NVML sees, or None without NVML."""
+    with _nvml() as nvml:
+        try:
+            return None if nvml is None else int(nvml.nvmlDeviceGetCount())
+        except Exception:
             return None
-    except (OSError, AttributeError):
+
+
+@dataclass(frozen=True)
+class GpuProbe:
+    """Where this module looks for an NVIDIA GPU without torch (tests replace the paths and the functions)."""
+    dev_dir: Path = Path("/dev")                                         # device nodes nvidia0, nvidia1, ...
+    proc_dir: Path = Path("/proc/driver/nvidia/gpus")                    # one folder per GPU the kernel driver has
+    cuda_libraries: tuple[str, ...] = ("libcuda.so.1", "libcuda.so")     # the CUDA driver API (driver package)
+    nvml_libraries: tuple[str, ...] = ("libnvidia-ml.so.1", "libnvidia-ml.so")
+    load: Callable[[str], object] = ctypes.CDLL
+    nvml_count: Callable[[], int | None] = _nvml_gpu_count
+
+
+CUDA_ERROR_STUB_LIBRARY = 34               # what the CUDA toolkit's stub libcuda.so (for linking) answers to every call
+
+
+def _loaded(probe: GpuProbe, names: tuple[str, ...]) -> tuple[str, object] | None:
+    for name in names:
+        try:
+            return name, probe.load(name)
+        except OSError:
+            continue
+    return None
+
+
+def _cuda_driver(probe: GpuProbe) -> tuple[str, int | None] | None:
+    """(name, version code) of the CUDA driver library that loads, the code None where it answers none
+    (cuDriverGetVersion, which needs no CUDA context); None without one, or with only the toolkit's stub."""
+    found = _loaded(probe, probe.cuda_libraries)
+    if found is None:
         return None
-    return v.value // 1000, v.value % 1000 // 10
+    v = ctypes.c_int()
+    try:
+        result = found[1].cuDriverGetVersion(ctypes.byref(v))
+    except AttributeError:
+        return found[0], None
+    if result == CUDA_ERROR_STUB_LIBRARY:
+        return None
+    return found[0], v.value if result == 0 else None
+
+
+def driver_cuda_version(probe: GpuProbe | None = None) -> tuple[int, int] | None:
+    """The newest CUDA version the installed NVIDIA driver supports, or None without a driver library."""
+    driver = _cuda_driver(probe or GpuProbe())
+    if driver is None or driver[1] is None:
+        return None
+    return driver[1] // 1000, driver[1] % 1000 // 10
+
+
+def gpu_evidence(env=None, probe: GpuProbe | None = None) -> list[str]:
+    """Every sign of an NVIDIA GPU for this process, read without torch: the GPU variables it was given, device
+    nodes, the kernel driver's GPU list, a loadable driver library (not the toolkit's stub), NVML's count."""
+    probe = probe or GpuProbe()
+    signs = [f"{k}={v} (given to this job)" for k, v in gpus_given(env).items()]
+    signs += [f"device node {p}" for p in sorted(probe.dev_dir.glob("nvidia[0-9]*"))]
+    if probe.proc_dir.is_dir():
+        signs += [f"kernel driver GPU {p.name} ({probe.proc_dir})" for p in sorted(probe.proc_dir.iterdir())]
+    for found in (_cuda_driver(probe), _loaded(probe, probe.nvml_libraries)):
+        if found is not None:
+            signs.append(f"driver library {found[0]} loads")
+    count = probe.nvml_count()
+    if count:
+        signs.append(f"NVML counts {count} GPU(s)")
+    return signs
 
 
 def _version(s: str) -> tuple[int, int]:
@@ -70,7 +154,7 @@ def _version(s: str) -> tuple[int, int]:
     return int(major), int(minor.split(".")[0] or 0)
 
 
-def cuda_problem() -> str | None:
+def cuda_problem(probe: GpuProbe | None = None) -> str | None:
     """Why torch cannot use CUDA in this process, or None when it can."""
     build = torch.version.cuda
     if build is None:
@@ -80,7 +164,7 @@ def cuda_problem() -> str | None:
         if torch.cuda.is_available():
             return None
     said = "; ".join(str(w.message).strip().splitlines()[0] for w in caught if str(w.message).strip())
-    driver = driver_cuda_version()
+    driver = driver_cuda_version(probe)
     if driver is None:
         cause = "no NVIDIA driver library (libcuda.so.1) can be loaded here: no driver, or none inside the container"
     elif driver < _version(build):
@@ -121,11 +205,14 @@ def arch_problem(index: int) -> str | None:
 
 
 # ---- choosing one GPU of several ------------------------------------------------------------------------------
+DEFAULT_JOBS_PER_GPU = 4            # see the module docstring and docs/gpus.md; the workstation profile agrees
+
+
 @dataclass
 class GpuPolicy:
     min_free_mib: int = 4000
     wait_s: float = 3600.0
-    jobs_per_gpu: int = 1
+    jobs_per_gpu: int = DEFAULT_JOBS_PER_GPU
     lock_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ucir-gpu-locks")
     poll_s: float = 5.0
 
@@ -133,11 +220,23 @@ class GpuPolicy:
     def from_env(cls, env=None) -> "GpuPolicy":
         env = os.environ if env is None else env
         p = cls()
-        p.min_free_mib = int(env.get("UCIR_GPU_MIN_FREE_MB", p.min_free_mib))
-        p.wait_s = float(env.get("UCIR_GPU_WAIT", p.wait_s))
-        p.jobs_per_gpu = max(1, int(env.get("UCIR_JOBS_PER_GPU", p.jobs_per_gpu)))
+        p.min_free_mib = _env_number(env, "UCIR_GPU_MIN_FREE_MB", int, p.min_free_mib, 0)
+        p.wait_s = _env_number(env, "UCIR_GPU_WAIT", float, p.wait_s, 0)
+        p.jobs_per_gpu = _env_number(env, "UCIR_JOBS_PER_GPU", int, p.jobs_per_gpu, 1)
         p.lock_dir = Path(env.get("UCIR_GPU_LOCK_DIR", p.lock_dir))
         return p
+
+
+def _env_number(env, key: str, kind: type, default, minimum):
+    if key not in env:
+        return default
+    try:
+        value = kind(env[key])
+    except ValueError:
+        raise ValueError(f"{key}={env[key]!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value < minimum:
+        raise ValueError(f"{key}={env[key]!r}: must be at least {minimum}")
+    return value
 
 
 def gpu_uuid(index: int) -> str:
@@ -148,69 +247,142 @@ def gpu_uuid(index: int) -> str:
 
 def nvml_free_mib(uuids: list[str]) -> list[tuple[int, int] | None] | None:
     """(free, total) MiB of each GPU by UUID through NVML, which creates no CUDA context; None without NVML."""
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-    except Exception:                                                    # not installed, or no NVML library
-        return None
-    try:
+    with _nvml() as nvml:
+        if nvml is None:
+            return None
         out = []
         for u in uuids:
             try:
-                m = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByUUID(u))
+                m = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByUUID(u))
                 out.append((m.free >> 20, m.total >> 20))
             except Exception:                                            # a MIG slice, an unknown UUID
                 out.append(None)
         return out
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
-def _try_lock(path: Path) -> int | None:
-    """An exclusive lock on `path` (held while the returned descriptor is open), or None if another process holds
-    it. Lock files are shared by every user of the machine."""
+def shared_lock_dir(path: Path) -> None:
+    """The lock folder, world-writable and sticky (every user creates files in it, none removes another's)."""
+    path.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
+        if path.stat().st_mode & 0o7777 != 0o1777:
+            os.chmod(path, 0o1777)                                       # mkdir's mode is cut by the umask
+    except OSError:                                                      # another user's folder: theirs to fix
+        pass
+
+
+def _open_shared(path: Path) -> int | None:
+    """A descriptor of `path` to flock on, or None if this user cannot open it. A new file is made 0666 whatever
+    the umask. An existing one opens read-write without O_CREAT (which fs.protected_regular refuses on another
+    user's file in a sticky folder), else read-only: flock needs no write access, so a file another user made with
+    mode 0644 still locks."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        fd = None
+    except PermissionError:                                              # a folder this user cannot write in
         return None
+    if fd is None:
+        for flags in (os.O_RDWR, os.O_RDONLY):
+            try:
+                fd = os.open(path, flags)
+                break
+            except PermissionError:
+                continue
+            except FileNotFoundError:                                    # removed meanwhile: the next poll makes it
+                return None
+        else:
+            return None                                                  # another user's file this one cannot read
+    try:
+        os.fchmod(fd, 0o666)                    # the umask cut a new file's mode; an older file of ours is widened
+    except OSError:                                                      # another user's file
+        pass
+    return fd
+
+
+def _open_lock(policy: GpuPolicy, name: str, log: Callable[[str], None]) -> int:
+    """A descriptor to flock on for the lock `name`: the shared file, or where this user cannot open it, a file in
+    the per-user folder beside the shared one (said in the log: that lock then does not count the other user)."""
+    fd = _open_shared(policy.lock_dir / name)
+    if fd is not None:
+        return fd
+    own = policy.lock_dir.with_name(f"{policy.lock_dir.name}-uid{os.getuid()}")
+    own.mkdir(mode=0o700, exist_ok=True)
+    fd = _open_shared(own / name)
+    if fd is None:
+        raise PermissionError(f"cannot open the GPU lock file {own / name} (UCIR_GPU_LOCK_DIR)")
+    path = policy.lock_dir / name
+    if path in _fallbacks:
+        return fd
+    _fallbacks.add(path)
+    try:
+        st = path.stat()
+        what = f"mode {st.st_mode & 0o777:o}, owner uid {st.st_uid}"
+    except OSError as e:
+        what = e.strerror
+    log(f"cannot open the shared GPU lock {path} ({what}): using {own / name}, so jobs of the user who made it "
+        f"are not counted on that slot; make the file mode 666 (chmod 666) to share it again")
+    return fd
+
+
+def _try_lock(policy: GpuPolicy, name: str, log: Callable[[str], None]) -> int | None:
+    """An exclusive lock on `name` (held while the returned descriptor is open), or None if another process
+    holds it."""
+    fd = _open_lock(policy, name, log)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
+def _slot_name(uuid: str, slot: int) -> str:
+    return f"{uuid}.{slot}.lock"
+
+
 def choose_gpu(policy: GpuPolicy, log: Callable[[str], None] = print, sleep=time.sleep,
-               clock=time.monotonic) -> tuple[int, int | None]:
-    """(index, lock descriptor) of a visible GPU with a free job slot and at least policy.min_free_mib free
-    memory, the one with the most free memory first; waits up to policy.wait_s, then raises RuntimeError."""
+               clock=time.monotonic) -> tuple[int, int]:
+    """(index, lock descriptor) of the least-loaded visible GPU (fewest held slots, then most free memory, then the
+    lowest index) that has a free slot of policy.jobs_per_gpu and at least policy.min_free_mib free memory; waits
+    up to policy.wait_s, then raises RuntimeError. One job chooses at a time (a machine-wide lock held for the
+    choice only), so jobs that start together see each other's slots and spread over the GPUs."""
     n = torch.cuda.device_count()
     uuids = [gpu_uuid(i) for i in range(n)]
-    policy.lock_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        os.chmod(policy.lock_dir, 0o1777)                               # every user's jobs share the slots
-    except OSError:
-        pass
+    shared_lock_dir(policy.lock_dir)
     deadline, waiting = clock() + policy.wait_s, False
     while True:
         mem = nvml_free_mib(uuids)
         free = [m[0] if m else None for m in (mem or [None] * n)]
-        order = sorted(range(n), key=lambda i: -(free[i] if free[i] is not None else -1))
-        for i in order:
-            if free[i] is not None and free[i] < policy.min_free_mib:
-                continue
-            for slot in range(policy.jobs_per_gpu):
-                fd = _try_lock(policy.lock_dir / f"{uuids[i]}.{slot}.lock")
-                if fd is not None:
-                    if waiting:
-                        log(f"GPU {i} became free")
-                    return i, fd
+        guard = _open_lock(policy, "choose.lock", log)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)                            # blocks for the milliseconds of a choice
+            taken: dict[int, list[int]] = {}                             # GPU -> descriptors of its free slots
+            held = [0] * n
+            for i in range(n):
+                if free[i] is not None and free[i] < policy.min_free_mib:
+                    continue
+                for slot in range(policy.jobs_per_gpu):
+                    fd = _try_lock(policy, _slot_name(uuids[i], slot), log)
+                    if fd is None:
+                        held[i] += 1
+                    else:
+                        taken.setdefault(i, []).append(fd)
+            best = min(taken, key=lambda i: (held[i], -(free[i] or 0), i), default=None)
+            for i, fds in taken.items():                                 # keep one slot of the best GPU
+                for fd in fds[1:] if i == best else fds:
+                    os.close(fd)
+        finally:
+            os.close(guard)
+        if best is not None:
+            fd = taken[best][0]
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} uid {os.getuid()}\n".encode())   # who holds it, for a person
+            except OSError:                                              # opened read-only (another user's file)
+                pass
+            if waiting:
+                log(f"GPU {best} became free")
+            return best, fd
         report = ", ".join(f"GPU {i} ({uuids[i]}): "
                            + (f"{mem[i][0]} of {mem[i][1]} MiB free" if mem and mem[i] else "free memory unknown")
                            for i in range(n))
@@ -226,20 +398,23 @@ def choose_gpu(policy: GpuPolicy, log: Callable[[str], None] = print, sleep=time
 
 
 def pick_device(name: str = "auto", log: Callable[[str], None] = print, policy: GpuPolicy | None = None,
-                env=None) -> torch.device:
-    """The job's device (see the module docstring); a chosen GPU becomes torch's current device."""
+                env=None, probe: GpuProbe | None = None) -> torch.device:
+    """The job's device (see the module docstring); a chosen GPU becomes torch's current device. `probe` says
+    where to look for a GPU that torch cannot use (tests fake it)."""
+    if name not in DEVICES:
+        raise ValueError(f"device: {name!r} is not one of {', '.join(DEVICES)}")
     if name == "cpu":
         return torch.device("cpu")
-    problem = cuda_problem()
+    problem = cuda_problem(probe)
     if problem is not None:
-        given = gpus_given(env)
         if name == "cuda":
             raise RuntimeError(f"{CUDA_REQUESTED}: {problem}. To use the GPU, {INSTALL_HINT}")
-        if given:
-            what = ", ".join(f"{k}={v}" for k, v in given.items())
-            raise RuntimeError(f"device: auto, and this job was given a GPU ({what}) that torch cannot use: "
-                               f"{problem}. To use it, {INSTALL_HINT}; to run on the CPU on purpose, set device: cpu")
-        return torch.device("cpu")
+        signs = gpu_evidence(env, probe)
+        if signs:
+            raise RuntimeError(f"device: auto, and there is an NVIDIA GPU here that torch cannot use ("
+                               f"{'; '.join(signs)}): {problem}. To use it, {INSTALL_HINT}; to run on the CPU on "
+                               f"purpose, set device: cpu")
+        return torch.device("cpu")                                       # no NVIDIA GPU at all
     env = os.environ if env is None else env
     if "index" in _chosen:
         index = _chosen["index"]                                         # one GPU per process

@@ -1,13 +1,17 @@
 """`make gpu-check`: the first thing to run on a new GPU box. Sized for 5-10 minutes on one H100.
 
-    python -m ucir.tools.gpucheck                          # the check, on the GPU a job would take
-    python -m ucir.tools.gpucheck --device cpu --tiny      # the same code end to end on a CPU, in about a minute
+    python -m ucir.tools.gpucheck                          # the check, on the GPU a job would take, or it fails
+    python -m ucir.tools.gpucheck --device cpu --tiny      # a CPU dry run of the same code, in about a minute
 
 Sections, each printed as it completes:
   environment   python, torch, its CUDA build and kernel architectures, the driver's CUDA version, NVML, every
                 visible GPU (name, compute capability, memory, bf16), the GPU variables this process was given,
-                and why torch cannot use CUDA if it cannot
-  device        the device a job with `device: auto` takes (ucir.devices.pick_device)
+                every sign of an NVIDIA GPU found without torch, and why torch cannot use CUDA if it cannot
+  device        the GPU a job with `device: auto` takes (ucir.devices.pick_device); no GPU, or one torch cannot
+                use, fails the check (`--device cpu` is a dry run)
+  memory        the memory one training job needs, ResNet-32 at 32 px and ResNet-18 at 224 px, batch 128, from
+                tensor sizes (the meta device), against what UCIR_JOBS_PER_GPU jobs need of each GPU; on a GPU, the
+                ResNet-32 step's measured peak too
   bench         `python -m ucir.tools.bench` on that device: ucir's training loop against a naive one
   determinism   one epoch with `deterministic: true`, twice, compared bit for bit, and its speed against the default
   folder data   how many images/s one DataLoader worker decodes (generated JPEGs of ImageNet's size) against how
@@ -16,8 +20,9 @@ Sections, each printed as it completes:
                 the stage functions, with fp32 and with bf16 training: wall time, the 160-epoch extrapolation,
                 average incremental accuracy of each
   tests         the CUDA-marked tests (pytest -m cuda; they skip without CUDA)
-The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`; the exit status says the same. Sections
-that would start after --budget-s seconds are skipped (and say so), so that the check ends in time.
+The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`, and for a CPU dry run
+`gpu-check: CPU dry run ok (this was not a GPU check)`; the exit status says the same. Sections that would start
+after --budget-s seconds are skipped (and say so), so that the check ends in time.
 """
 from __future__ import annotations
 
@@ -34,11 +39,13 @@ from pathlib import Path
 
 import torch
 
-from ..devices import (arch_problem, cuda_problem, describe, driver_cuda_version, gpu_uuid, gpus_given,
-                      pick_device, release_gpu)
+from ..devices import (GpuProbe, arch_problem, cuda_problem, describe, driver_cuda_version,
+                      gpu_evidence, gpu_uuid, gpus_given, pick_device, release_gpu)
 from ..runtime import bf16_training, configure, prepare_environment
+from .jobmemory import memory
 
 PAPER_EPOCHS = 160                                                        # Sec. 4.1: CIFAR-100, every phase
+DRY_RUN = "(this was not a GPU check)"
 
 
 def _sync(device: torch.device) -> None:
@@ -46,11 +53,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def environment() -> None:
+def environment(probe: GpuProbe | None = None) -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA build {torch.version.cuda}, "
           f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}")
     print(f"kernel architectures of this build: {' '.join(torch.cuda.get_arch_list()) or 'none (CPU-only build)'}")
-    drv = driver_cuda_version()
+    drv = driver_cuda_version(probe)
     print("NVIDIA driver: " + ("none found (libcuda.so.1)" if drv is None
                                else f"supports CUDA up to {drv[0]}.{drv[1]}"))
     try:
@@ -67,7 +74,8 @@ def environment() -> None:
         print(f"NVML: unavailable ({e})")
     given = gpus_given()
     print(f"GPU variables given to this process: {', '.join(f'{k}={v}' for k, v in given.items()) or 'none'}")
-    problem = cuda_problem()
+    print(f"signs of an NVIDIA GPU, found without torch: {'; '.join(gpu_evidence(probe=probe)) or 'none'}")
+    problem = cuda_problem(probe)
     if problem is not None:
         print(f"torch cannot use CUDA: {problem}")
         return
@@ -288,10 +296,12 @@ def cuda_tests(device: torch.device) -> bool:
     return r.returncode in (0, 5)                                          # 5: no test collected
 
 
-def main(argv=None) -> int:
+def main(argv=None, probe: GpuProbe | None = None) -> int:
+    """`probe`: where pick_device looks for a GPU that torch cannot use (tests fake it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--tiny", action="store_true", help="tiny sizes everywhere (a CPU dry run)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto, cuda: check a GPU, or fail; cpu: a dry run of the same code, not a GPU check")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes everywhere (for a CPU dry run)")
     ap.add_argument("--per-class", type=int, default=500, help="schedule: training images per class (CIFAR: 500)")
     ap.add_argument("--test-per-class", type=int, default=100, help="schedule: test images per class")
     ap.add_argument("--epochs", type=int, default=3, help="schedule: epochs per phase")
@@ -319,7 +329,7 @@ def main(argv=None) -> int:
 
     def section(name: str, fn) -> None:
         print(f"\n== {name}", flush=True)
-        if time.perf_counter() - t_start > args.budget_s:
+        if name != "device" and time.perf_counter() - t_start > args.budget_s:
             print(f"skipped: past the {args.budget_s:.0f} s budget")
             skipped.append(name)
             return
@@ -333,12 +343,16 @@ def main(argv=None) -> int:
             failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
 
-    section("environment", environment)
+    section("environment", lambda: environment(probe))
     device = torch.device("cpu")
 
     def choose():
         nonlocal device
-        device = pick_device(args.device)
+        device = pick_device(args.device, probe=probe)
+        if device.type != "cuda" and args.device != "cpu":
+            raise RuntimeError("no NVIDIA GPU here (no GPU variable, device node, driver library or NVML GPU; see "
+                               "the environment section): a GPU check needs one. For a CPU dry run of the same "
+                               "code: make gpu-check GPU_CHECK=\"--device cpu --tiny\"")
         configure(device, deterministic=False)
         print(f"device: {describe(device)}; training {'bf16' if bf16_training('auto', device) else 'fp32'} "
               f"with amp: auto")
@@ -346,6 +360,7 @@ def main(argv=None) -> int:
     if "device" in failed:
         print("\ngpu-check: FAILED (device)")
         return 1
+    section("memory", lambda: memory(device))
     if not args.no_bench:
         from . import bench
         section("bench", lambda: bench.main(["--device", device.type, "--per-class", str(args.bench_per_class),
@@ -357,7 +372,8 @@ def main(argv=None) -> int:
     if not args.no_tests:
         section("tests", lambda: cuda_tests(device))
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
-    print("gpu-check: " + (f"FAILED ({', '.join(failed)})" if failed else "ok"))
+    verdict = f"FAILED ({', '.join(failed)})" if failed else "ok"
+    print(f"gpu-check: {verdict}" if device.type == "cuda" else f"gpu-check: CPU dry run {verdict} {DRY_RUN}")
     return 1 if failed else 0
 
 
