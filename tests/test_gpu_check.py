@@ -107,7 +107,7 @@ def test_the_memory_tracker_counts_what_a_step_holds():
 
 
 def test_the_default_jobs_per_gpu_fit_the_memory_a_job_needs():
-    """docs/gpus.md: a job needs its step's tensors, its data on the GPU and CUDA's own memory. The start-up check
+    """docs/gpu.md: a job needs its step's tensors, its data on the GPU and CUDA's own memory. The start-up check
     (UCIR_GPU_MIN_FREE_MB) covers the largest job of the paper grid, ResNet-18 at 224 px, and the default 4 jobs
     of it fit a 24 GB GPU; 4 CIFAR jobs fit an 8 GB one."""
     need = {b: jobmemory.job_need_mib(b, c, px, data) for b, c, px, data, _ in jobmemory.JOB_SHAPES}

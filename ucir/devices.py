@@ -1,4 +1,4 @@
-"""Which device a job runs on, decided before any CUDA work (docs/gpus.md tells why and how to change it).
+"""Which device a job runs on, decided before any CUDA work (docs/gpu.md tells why and how to change it).
 
 - `device: cpu` is the CPU. `device: cuda` is a GPU or a clear error. `device: auto` is a GPU when torch can use
   one and the CPU only where there is no NVIDIA GPU at all: when torch cannot use CUDA but the job was given a GPU
@@ -42,7 +42,7 @@ _NO_GPU = {"", "-1", "none", "nodevfiles"}                     # values that giv
 INSTALL_HINT = ("install the torch build for this driver's CUDA version from PyTorch's wheel index, e.g. "
                 "`pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126`, and check it "
                 "with `python -c \"import torch; print(torch.version.cuda, torch.cuda.is_available())\"` "
-                "(README: GPUs)")
+                "(docs/gpu.md)")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_REQUESTED = "device: cuda was requested but torch.cuda.is_available() is False"
 
@@ -205,7 +205,7 @@ def arch_problem(index: int) -> str | None:
 
 
 # ---- choosing one GPU of several ------------------------------------------------------------------------------
-DEFAULT_JOBS_PER_GPU = 4            # see the module docstring and docs/gpus.md; the workstation profile agrees
+DEFAULT_JOBS_PER_GPU = 4            # see the module docstring and docs/gpu.md; the workstation profile agrees
 
 
 @dataclass

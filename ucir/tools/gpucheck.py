@@ -279,7 +279,7 @@ def folder_data(device: torch.device, args) -> None:
           f"with the test transform (JPEG {rate['kB per image']:.0f} kB, 500 x 375 -> 224 x 224)")
     print(f"ResNet-18 at 224 px trains at {gpu:.0f} images/s here (batch {args.resnet18_batch}, "
           f"{'bf16' if bf16_training('auto', device) else 'fp32'}): about {workers} workers keep it fed, i.e. "
-          f"`workers: {workers}` and {workers + 1} CPUs per GPU (README: GPUs)")
+          f"`workers: {workers}` and {workers + 1} CPUs per GPU (docs/gpu.md)")
 
 
 def cuda_tests(device: torch.device) -> bool:

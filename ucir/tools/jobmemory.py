@@ -1,5 +1,5 @@
 """The GPU memory one training job needs, from the sizes of the tensors its step creates: what decides how many
-jobs share a GPU by default (ucir.devices, UCIR_JOBS_PER_GPU; docs/gpus.md). `make gpu-check` prints it (section
+jobs share a GPU by default (ucir.devices, UCIR_JOBS_PER_GPU; docs/gpu.md). `make gpu-check` prints it (section
 `memory`) and on a GPU also measures a real step."""
 from __future__ import annotations
 
