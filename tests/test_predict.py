@@ -156,6 +156,8 @@ def test_mistakes_are_named(synthetic_run, tmp_path):
         m.scores(np.zeros((2, 3, 28, 28), np.uint8))
     with pytest.raises(LoadError, match="phase=5: no .*phase5; the run has phase1"):
         ucir.load(synthetic_run["run"], phase=5)
+    with pytest.raises(LoadError, match="phase=1 goes with a run folder"):
+        ucir.load(folder / "model.pt", phase=1)
     base = folder.parents[4] / "base" / base_name(synthetic_run["cfg"]) / "seed1993"
     (base / "random4").mkdir()
     (base / "random4" / "memory.pt").write_bytes((base / "herding4" / "memory.pt").read_bytes())
@@ -255,3 +257,56 @@ def test_predict_on_the_workflows_own_run(tmp_path_factory, tmp_path):
         acc = predict([str(run), str(tmp_path / "x.npy"), "--phase", str(phase), "--labels", str(tmp_path / "y.npy"),
                        "--out", str(tmp_path / f"p{phase}.csv")])
         assert acc == {"cnn": m["cnn"]["all"], "nme": m["nme"]["all"]}, phase
+
+
+def test_image_files_for_a_folder_data_model_take_its_test_transform(tmp_path):
+    """An ImageNet model: files of any size are resized to 256 and centre-cropped to 224 (Sec. 4.1), as its
+    evaluation's loader does; arrays are refused (their resizing would be a guess)."""
+    from torchvision import transforms as T
+
+    from ucir.checkpoint import FORMAT_VERSION, input_spec
+    from ucir.models import build_model
+    torch.manual_seed(0)
+    net = build_model("resnet18", "cosine", 3, 3, last_relu=False).eval()
+    ckpt = {"format_version": FORMAT_VERSION, "model": net.state_dict(), "phase": 0, "classes_seen": 3,
+            "arch": {"backbone": "resnet18", "head": "cosine", "last_relu": False, "in_channels": 3, "num_classes": 3},
+            "class_order": [2, 0, 1], "num_old": 0, "class_names": ["n01", "n02", "n03"],
+            "input": input_spec("imagenet"),
+            "config": dict(dataset="in", source="imagenet", num_classes=3, seed=1, train_per_class=None)}
+    torch.save(ckpt, tmp_path / "model.pt")
+    m = ucir.load(tmp_path / "model.pt", nme=False)
+    assert m.classes == ["n03", "n01", "n02"] and (m.size, m.resize) == (224, 256)
+    rng = np.random.default_rng(0)
+    files = []
+    for i, (h, w) in enumerate([(300, 260), (240, 400)]):
+        files.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(files[-1])
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(m.mean, m.std)])
+    x = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        want = net(x)
+    assert torch.allclose(m.scores(files).cnn, want, atol=1e-4)
+    with pytest.raises(LoadError, match="trained on image files"):
+        m.scores(np.zeros((1, 224, 224, 3), np.uint8))
+
+
+def test_checkpoints_carry_the_datasets_class_names(tmp_path):
+    """CIFAR-100's names come from its meta file, Fashion-MNIST's are fixed, ImageNet's are the sorted wnids;
+    a checkpoint stores them by class id, and the input transform of its source."""
+    from ucir.checkpoint import make_checkpoint
+    from ucir.data import class_names
+    from ucir.models import build_model
+    from ucir.tools.startup import fake_cifar100
+    fake_cifar100(tmp_path / "c", train=100, test=100)
+    cfg = resolve("lucir", dict(SYNTHETIC, source="cifar100", root=str(tmp_path / "c"), num_classes=100,
+                                base_classes=50, phases=5, train_per_class=None, test_per_class=None))
+    ck = make_checkpoint(build_model("resnet8", "cosine", 50, 3, False), cfg, 0, 0, config={})
+    assert ck["class_names"] == [f"class{i}" for i in range(100)]      # what the stand-in's meta file says
+    assert ck["input"] == {"channels": 3, "size": 32, "mean": [0.5071, 0.4866, 0.4409],
+                           "std": [0.2009, 0.1984, 0.2023], "resize": None}
+    assert class_names("fashion_mnist", None, 10)[:2] == ["T-shirt/top", "Trouser"]
+    for wnid in ("n02", "n01"):
+        (tmp_path / "in" / "train" / wnid).mkdir(parents=True)
+    assert class_names("imagenet", str(tmp_path / "in"), 2) == ["n01", "n02"]
+    with pytest.raises(ValueError, match="need its data root"):
+        class_names("cifar100", None, 100)

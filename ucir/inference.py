@@ -191,6 +191,8 @@ def locate(path: str | os.PathLike, phase: int | None = None, memory: str | os.P
     if not path.exists():
         raise LoadError(f"{path} does not exist")
     if path.is_file():
+        if phase is not None:
+            raise LoadError(f"phase={phase} goes with a run folder; {path} is a model file")
         folder, model = path.parent, path
     elif phase is not None:
         if phase < 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.sources import DatasetError
 from .inference import LoadError, Model, image_files, load
 from .io import save_text
 
@@ -38,6 +39,9 @@ def read_inputs(source: str, model: Model, labels: str | None) -> tuple[list[str
         truth = None
         if None not in tops and tops <= set(model.classes):
             truth = [model.classes.index(f.relative_to(path).parts[0]) for f in files]
+        elif None not in tops:
+            print(f"subfolders {', '.join(sorted(tops - set(model.classes))[:5])} of {path} are not classes of this "
+                  "model: no true classes, no accuracy")
         return [str(f) for f in files], [str(f) for f in files], truth
     if path.suffix != ".npy" or not path.is_file():
         raise LoadError(f"input {source!r}: a folder of images or a .npy file of uint8 images")
@@ -87,7 +91,8 @@ def accuracies(scores: dict[str, torch.Tensor], truth: list[int]) -> dict[str, f
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
-    ap = argparse.ArgumentParser(prog="python -m ucir.predict", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ucir.predict", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a phase folder, a base model's folder, a model file, or a run folder with --phase")
     ap.add_argument("input", help="a folder of image files, or a .npy array of uint8 images")
     ap.add_argument("--out", required=True, help="the CSV to write")
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
                      batch_size=args.batch_size)
         names, images, truth = read_inputs(args.input, model, args.labels)
         s = model.scores(images)
-    except LoadError as e:
+    except (LoadError, DatasetError, OSError) as e:          # OSError: a file that cannot be read
         sys.exit(f"ucir.predict: {e}")
     scores = {"cnn": s.cnn} if s.nme is None else {"cnn": s.cnn, "nme": s.nme}
     save_text(prediction_table(names, model.classes, scores, truth, args.all_scores), args.out)

@@ -122,7 +122,8 @@ def cifar100_class_names(root: str) -> list[str]:
     """The 100 fine-label names of CIFAR-100 (its `meta` file), by class id."""
     path = os.path.join(root, CIFAR_FOLDER, "meta")
     if not os.path.isfile(path):
-        raise DatasetError(f"CIFAR-100 class names: {path} not found. Expected layout: {CIFAR_LAYOUT.format(root=root)}")
+        raise DatasetError(f"CIFAR-100 class names: {path} not found. Expected layout: "
+                           f"{CIFAR_LAYOUT.format(root=root)}")
     entry, problem = _cifar_file_problem(path, split_file=False)
     if problem:
         raise DatasetError(f"CIFAR-100 file {path} {problem}.")
