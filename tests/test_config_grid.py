@@ -199,8 +199,9 @@ def test_execution_settings_are_refused_in_grids_and_variants(where):
 
 
 @pytest.mark.parametrize("grid,message", [
-    ({"nme_flip": [True, "false"]}, r"experiments\.main\.grid\.nme_flip: 'false' is not allowed"),
-    ({"per_class": [5, "10"]}, r"experiments\.main\.grid\.per_class: '10' is not allowed"),
+    ({"nme_flip": [True, "no"]}, r"experiments\.main\.grid\.nme_flip: 'no' is not allowed"),
+    ({"per_class": [2, "ten"]}, r"experiments\.main\.grid\.per_class: 'ten' is not allowed"),
+    ({"per_class": [2, "2.5"]}, r"experiments\.main\.grid\.per_class: '2\.5' is not allowed"),
     ({"selection": ["herding", "greedy"]}, r"experiments\.main\.grid\.selection: 'greedy' is not allowed"),
     ({"margin": [0.5, 3.0]}, r"experiments\.main\.grid\.margin: 3\.0 is not allowed"),
     ({"lamda": [1.0]}, r"experiments\.main\.grid\.lamda: unknown setting 'lamda'"),

@@ -92,7 +92,7 @@ def test_editing_one_experiment_reruns_only_its_own_figures(clone):
 
 
 def test_quoted_grid_values_are_refused_naming_the_key(tmp_path):
-    for key, values, shown in (("nme_flip", [True, "false"], "'false'"), ("per_class", [4, "10"], "'10'")):
+    for key, values, shown in (("nme_flip", [True, "no"], "'no'"), ("per_class", [4, "ten"], "'ten'")):
         cfg = grid()
         cfg["experiments"]["main"]["grid"] = {key: values}
         proc = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", cfg), "--dry-run")

@@ -118,8 +118,7 @@ def test_jobs_are_what_snakemake_plans(tmp_path):
     """The same configuration, with a second dataset (its own tables and figures) and an ImageNet-Subset one (its
     class list): jobs per rule from the plan and from a real dry run."""
     cfg = copy.deepcopy(CONFIG)
-    root = tmp_path / "imagenet"
-    root.mkdir()
+    root = tmp_path / "imagenet"                   # absent: a dry run plans without the data (issue 24)
     cfg["datasets"]["other"] = copy.deepcopy(SYNTHETIC)
     cfg["datasets"]["subset"] = dict(source="imagenet_subset", root=str(root), num_classes=6, base_classes=2,
                                      settings=dict(backbone="resnet18", per_class=2))

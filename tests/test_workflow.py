@@ -257,9 +257,7 @@ def test_paper_grid_dry_run_shares_base_models(tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     ds_names = list(cfg["datasets"])
     assert ds_names == ["cifar100"], ds_names
-    data = tmp_path / "cifar100-root"
-    data.mkdir()                                     # only its existence is checked
-    cfg["datasets"]["cifar100"]["root"] = str(data)
+    cfg["datasets"]["cifar100"]["root"] = str(tmp_path / "absent")   # a dry run plans without the data (issue 24)
     work = tmp_path / "work"
     work.mkdir()
     run = dry_run(work, write_config(tmp_path / "paper.yaml", cfg), timeout=600)

@@ -17,9 +17,10 @@ from pathlib import Path
 from .pipeline import RULES
 
 PKG = Path(__file__).resolve().parent
-# What a stage reports while it runs (log lines, the per-epoch CSV, TensorBoard), not what it computes: editing it
-# reruns nothing. A non-finite loss it detects fails the job, which then has no output to keep.
-REPORTING_ONLY = frozenset({"train/progress.py"})
+# Code a rule's folders hold that computes none of its outputs, so editing it reruns nothing: what a training job
+# reports while it runs (log lines, the per-epoch CSV, TensorBoard; a non-finite loss it detects fails the job,
+# which then has no output to keep), and the data check the workflow runs before any job.
+NOT_HASHED = frozenset({"train/progress.py", "data/check.py"})
 
 
 def _drop_docstrings(tree: ast.AST) -> ast.AST:
@@ -48,7 +49,7 @@ def code_hash(modules: tuple[str, ...]) -> str:
     for entry in modules:
         p = PKG / entry
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-            if f.relative_to(PKG).as_posix() in REPORTING_ONLY:
+            if f.relative_to(PKG).as_posix() in NOT_HASHED:
                 continue
             h.update(str(f.relative_to(PKG)).encode())
             h.update(_file_digest(f).encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # The allowed values of every setting that takes a name: the one list of each (the schema's enums, the workflow's
 # wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
@@ -25,6 +25,45 @@ ENUMS: dict[str, tuple] = {
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range; the message names the key."""
+
+
+class SourceImages(NamedTuple):
+    """Images per class of a source, known without reading the data."""
+    train: float          # training images per class on average (what a pass costs: ucir.tools.plan)
+    test: int             # test images per class
+    note: str             # where the figures come from
+    smallest: int         # training images of the smallest class: the most a per-class count can ask for
+    largest: int          # training images of the largest class: the most train_per_class can keep
+
+
+# The one table of images per class (ucir.tools.plan's costs, RunConfig.review's bounds). Synthetic data: the
+# generated counts, train_per_class / test_per_class, defaults as in ucir.data.load_splits.
+IMAGES_PER_CLASS: dict[str, SourceImages] = {
+    "cifar100": SourceImages(500, 100, "CIFAR-100: 500 training / 100 test images per class", 500, 500),
+    "fashion_mnist": SourceImages(6000, 1000, "Fashion-MNIST: 6,000 training / 1,000 test images per class",
+                                  6000, 6000),
+    "imagenet": SourceImages(1_281_167 / 1000, 50, "ILSVRC-2012: 1,281,167 training images over 1,000 classes, "
+                             "i.e. 1,281.2 per class on average (classes hold 732 to 1,300), and 50 validation "
+                             "images per class", 732, 1300),
+    "imagenet_subset": SourceImages(1_281_167 / 1000, 50, "ILSVRC-2012's average: 1,281.2 training images per "
+                                    "class (an average over all 1,000 classes, not the subset's own count) and 50 "
+                                    "validation images", 732, 1300),
+    "synthetic": SourceImages(500, 100, "generated: train_per_class / test_per_class images per class (default "
+                              "500 / 100)", 500, 500),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A setting that silently does less than it says (RunConfig.review): refused where no one can mean it, else
+    said in one warning line."""
+    key: str
+    value: Any
+    why: str
+    refuse: bool
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value!r}: {self.why}"
 
 
 @dataclass
@@ -176,6 +215,87 @@ class RunConfig:
             v = getattr(self, key)
             if v is not None and v < 1:
                 bad(key, v, "a positive integer or null")
+
+    # ---- settings that silently do less than they say ---------------------------------------------------
+    def schedules(self) -> tuple[str, ...]:
+        """The training stages a run has: base training, the incremental phases, and the CBF finetune when on."""
+        return ("base_train", "train", "cbf_train") if self.cbf else ("base_train", "train")
+
+    def fewest_train_images(self) -> int:
+        """Training images of the smallest class: the source's (IMAGES_PER_CLASS) capped by train_per_class; for
+        synthetic data the generated count."""
+        src = IMAGES_PER_CLASS[self.source]
+        if self.source == "synthetic":
+            return self.train_per_class or src.smallest
+        return min(src.smallest, self.train_per_class or src.smallest)
+
+    def stage_images(self, key: str) -> int:
+        """Training images one epoch of the stage `key` (a schedule) passes over, in its smallest phase."""
+        n = self.fewest_train_images()
+
+        def kept(k):                                                    # exemplars in memory after phase k
+            return self.classes_seen(k) * min(self.memory_per_class(self.classes_seen(k)), n)
+        if key == "base_train":
+            return self.base_classes * n
+        phases = range(1, self.phases + 1)
+        if key == "cbf_train":                                          # Sec. 3.5: the balanced exemplar set
+            return min(kept(k) for k in phases)
+        if self.method == "joint":
+            return min(self.classes_seen(k) * n for k in phases)
+        return min(self.classes_per_phase * n + kept(k - 1) for k in phases)
+
+    def review(self) -> list[Finding]:
+        """Settings that would silently do less than they say, for the workflow's check before any job (check()
+        refuses what cannot run at all). Refused: a milestone the rate never reaches, more exemplars per class than
+        images. Said: batches larger than a stage's data, a memory budget or a subsample larger than the data, a
+        checkpoint interval longer than every stage."""
+        out = []
+        smallest = self.fewest_train_images()
+        images = f"the {smallest} training images per class of {self.source}" + (
+            f" (train_per_class {self.train_per_class})" if self.train_per_class and smallest == self.train_per_class
+            else " (its smallest class)" if self.source.startswith("imagenet") else "")
+        for key in self.schedules():
+            s: Schedule = getattr(self, key)
+            if not s.epochs:
+                continue
+            never = [m for m in s.milestones if not 0 < m < s.epochs]
+            if never:       # MultiStepLR decays the rate after epoch m: m = 0 and m >= epochs are never reached
+                out.append(Finding(f"{key}.milestones", s.milestones, f"with {key}.epochs {s.epochs} the rate decays "
+                                   f"only at milestones 1 to {s.epochs - 1}; at {', '.join(map(str, never))} it "
+                                   "never would", True))
+            n = self.stage_images(key)
+            if n == 0:                                                  # cbf_train for LwF or joint
+                out.append(Finding("cbf", self.cbf, f"method {self.method} keeps no exemplars: the class-balanced "
+                                   "finetune has nothing to train on", False))
+            elif s.batch_size > n:
+                out.append(Finding(f"{key}.batch_size", s.batch_size, f"larger than the {n} training images of the "
+                                   f"stage's smallest phase: one batch of {n} per epoch", False))
+        if self.total is None and self.per_class and self.per_class > smallest:
+            out.append(Finding("per_class", self.per_class, f"more exemplars per class than {images}: "
+                               f"{smallest} would be kept", True))
+        if self.total is not None:
+            at_end, at_base = (self.memory_per_class(c) for c in (self.num_classes, self.base_classes))
+            if at_end > smallest:
+                out.append(Finding("total", self.total, f"{at_end} exemplars per class even with all "
+                                   f"{self.num_classes} classes seen, more than {images}: the memory never holds "
+                                   f"{self.total}", True))
+            elif at_base > smallest:
+                out.append(Finding("total", self.total, f"{at_base} exemplars per class after the base phase, more "
+                                   f"than {images}: the memory holds fewer than {self.total} in the first phases",
+                                   False))
+        src = IMAGES_PER_CLASS[self.source]
+        if self.source != "synthetic":
+            for key, most, what in (("train_per_class", src.largest, "training images in its largest class"),
+                                    ("test_per_class", src.test, "test images per class")):
+                value = getattr(self, key)
+                if value is not None and value > most:
+                    out.append(Finding(key, value, f"{self.source} has {most} {what}: all are kept", False))
+        longest = max(getattr(self, k).epochs for k in self.schedules())
+        if self.checkpoint_every and self.checkpoint_every >= longest:
+            out.append(Finding("checkpoint_every", self.checkpoint_every, f"no stage trains more than {longest} "
+                               f"epoch{'s' * (longest != 1)}, so no resumable state is saved on this schedule (SIGTERM still saves one)",
+                               False))
+        return out
 
     # ---- memory ---------------------------------------------------------------------------------------
     def memory_per_class(self, classes_seen: int) -> int:

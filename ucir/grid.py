@@ -123,21 +123,45 @@ def _refuse_execution(where: str, keys) -> None:
                           "setting); set it at the top level of the config or under datasets.<name>.settings")
 
 
-def check_dataset_paths(config: dict[str, Any]) -> None:
-    """Every real dataset's root must exist, unless it may be downloaded (CIFAR-100 only)."""
+def check_downloads(config: dict[str, Any]) -> None:
+    """Only CIFAR-100 may be downloaded (by the first job that reads it)."""
     for name, ds in config["datasets"].items():
+        if ds.get("download", False) and ds["source"] not in DOWNLOADABLE:
+            raise ConfigError(f"datasets.{name}.download: true is not allowed for source {ds['source']!r}; "
+                              f"only {', '.join(DOWNLOADABLE)} can be downloaded")
+
+
+def check_data(config: dict[str, Any], runs, dry_run: bool = False) -> list[str]:
+    """The files of every dataset the runs read, checked cheaply (ucir.data.check) before any job: a ConfigError
+    naming the dataset, the folder or file and what is wrong. Returns notes on the data left unchecked: a dataset
+    to be downloaded by its first job, or, in a dry run, one whose root folder does not exist on this machine (a
+    login node, a laptop); a real run without the data is refused. (Whether a download is allowed is checked with
+    the configuration, check_downloads.)"""
+    notes, problems = [], []
+    for name in sorted({r.dataset for r in runs}):
+        ds = config["datasets"][name]
         if ds["source"] == "synthetic":
             continue
-        if ds.get("download", False):
-            if ds["source"] not in DOWNLOADABLE:
-                raise ConfigError(f"datasets.{name}.download: true is not allowed for source {ds['source']!r}; "
-                                  f"only {', '.join(DOWNLOADABLE)} can be downloaded")
-            continue
-        root = ds.get("root")
+        root, where = ds.get("root"), f"datasets.{name}"
         if not root or not os.path.isdir(root):
-            hint = " or set download: true" if ds["source"] in DOWNLOADABLE else ""
-            raise ConfigError(f"datasets.{name}.root: folder {root!r} does not exist (source {ds['source']}); "
-                              f"point root at the data{hint} (README: Running experiments)")
+            if ds.get("download", False):
+                notes.append(f"{where}: data not checked: {root!r} will be downloaded by the first job")
+            elif dry_run:
+                notes.append(f"{where}: data not checked: folder {root!r} does not exist on this machine (a dry "
+                             "run plans without the data; a real run needs them)")
+            else:
+                hint = " or set download: true" if ds["source"] in DOWNLOADABLE else ""
+                problems.append(f"{where}.root: folder {root!r} does not exist (source {ds['source']}); point root "
+                                f"at the data{hint} (README: Running experiments)")
+            continue
+        from .data.check import data_problems          # numpy (no torch): only for real data
+        # the images per class the runs keep: the same in all runs of a dataset (their base model is shared)
+        cfg = next(r.cfg for r in runs if r.dataset == name)
+        problems += [f"{where} ({ds['source']} in {root}): {p}" for p in data_problems(
+            ds["source"], root, ds["num_classes"], cfg.train_per_class, cfg.test_per_class, ds.get("download", False))]
+    if problems:
+        raise ConfigError("the data cannot be used: " + "; ".join(problems))
+    return notes
 
 
 # ---- runs -----------------------------------------------------------------------------------------------------

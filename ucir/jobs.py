@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
+from .data.loaders import decode_workers
 from .deps import EXEMPLARS
 from .devices import describe, pick_device
 from .runtime import bf16_training, configure, prepare_environment
@@ -43,9 +44,9 @@ class Job:
 
 
 def loader_workers(workers: int | None, threads: int) -> int:
-    """DataLoader workers for folder data: the setting, else one per thread of the job but the one the training
-    process keeps."""
-    return workers if workers is not None else max(1, threads - 1)
+    """DataLoader workers for folder data: the setting, else one per CPU the job was given but the one the training
+    process keeps (ucir.data.loaders.decode_workers)."""
+    return workers if workers is not None else decode_workers(threads)
 
 
 @contextlib.contextmanager

@@ -1,20 +1,36 @@
-"""Datasets, class orders, protocol and device-resident batches."""
+"""Datasets, class orders, protocol and device-resident batches.
+
+The names backed by torch (splits, loaders, the synthetic set) are imported when first used, so that the data check
+the workflow runs when it starts (ucir.data.check) does not import torch (seconds, once per workflow).
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..config import SOURCES
-from .loaders import DeviceArrays, FolderImages, on_device
+from ..config import IMAGES_PER_CLASS, SOURCES
 from .order import OFFICIAL_SEED, class_order, positions
 from .specs import DataSpec, spec_for
-from .splits import ArraySplit, FolderSplit, Split, indices_of_classes, relabel, subsample_per_class
-from .synthetic import make_synthetic
+
+if TYPE_CHECKING:
+    import torch
+
+    from .loaders import DeviceArrays, FolderImages
+    from .splits import Split
 
 __all__ = ["ArraySplit", "FolderSplit", "Split", "DataSpec", "RunData", "class_order", "positions",
            "make_synthetic", "spec_for", "on_device", "relabel", "subsample_per_class", "indices_of_classes",
            "load_run_data", "load_splits", "class_names", "OFFICIAL_SEED"]
+_LAZY = {"ArraySplit": "splits", "FolderSplit": "splits", "Split": "splits", "indices_of_classes": "splits",
+         "relabel": "splits", "subsample_per_class": "splits", "make_synthetic": "synthetic", "on_device": "loaders",
+         "DeviceArrays": "loaders", "FolderImages": "loaders"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -28,9 +44,11 @@ class RunData:
     test_loader: DeviceArrays | FolderImages | None
 
     def train_indices(self, lo: int, hi: int) -> torch.Tensor:
+        from .splits import indices_of_classes
         return indices_of_classes(self.train.targets, lo, hi)
 
     def test_indices(self, lo: int, hi: int) -> torch.Tensor:
+        from .splits import indices_of_classes
         return indices_of_classes(self.test.targets, lo, hi)
 
 
@@ -43,11 +61,14 @@ def load_splits(source: str, root: str | None, download: bool = False, *, num_cl
     "synthetic" they are the generated sizes (default 500 / 100). The synthetic set needs no torchvision import."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    from .splits import subsample_per_class
+    from .synthetic import make_synthetic
     if source == "synthetic":
         if num_classes is None:
             raise ValueError("source 'synthetic' needs num_classes")
-        train, test_split = make_synthetic(num_classes, train_per_class or 500, (test_per_class or 100) if test else 0,
-                                           seed=synthetic_seed)
+        sizes = IMAGES_PER_CLASS["synthetic"]                         # the defaults, as ucir.tools.plan counts them
+        train, test_split = make_synthetic(num_classes, train_per_class or sizes.smallest,
+                                           (test_per_class or sizes.test) if test else 0, seed=synthetic_seed)
         return train, test_split if test else None
     if root is None:
         raise ValueError(f"source {source!r} needs a data root")
@@ -88,6 +109,8 @@ def class_names(source: str, root: str | None, num_classes: int, subset_seed: in
 def load_run_data(cfg, device: torch.device, workers: int = 8, test: bool = True) -> RunData:
     """Load the configured dataset, apply the run's class order, put it on the device. cfg: ucir.config.RunConfig.
     test=False: the training split only (RunData.test is None), for the stages that never evaluate."""
+    from .loaders import on_device
+    from .splits import relabel
     train, test_split = load_splits(cfg.source, cfg.root, cfg.download, num_classes=cfg.num_classes,
                                     train_per_class=cfg.train_per_class,
                                     test_per_class=cfg.test_per_class if test else None, test=test)

@@ -2,13 +2,15 @@
 
 In-memory splits (ArraySplit) are moved to the device once as uint8 and cropped, flipped and normalised there in
 batches; an epoch's order and random draws go to the device in one copy, so a training step never waits for the
-host. Folder splits (ImageNet) are decoded by torchvision transforms in one persistent DataLoader per job (its
-workers live as long as the job), into pinned memory, copied without blocking. Both yield (x: N x C x H x W float
-on device, y: N int64 on device).
+host. Folder splits (ImageNet) are decoded and cropped by torchvision transforms in one persistent DataLoader per
+job (its workers live as long as the job, one per CPU the job was given but the training process's own), and travel
+as uint8 (shared memory, pinned memory, the copy to the device: a quarter of float32's bytes) to be normalised on
+the device. Both yield (x: N x C x H x W float on device, y: N int64 on device).
 """
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 from collections.abc import Iterator
 
@@ -20,11 +22,54 @@ from .specs import DataSpec
 from .splits import ArraySplit, FolderSplit, Split
 
 
+PREFETCH = 2                # batches each DataLoader worker keeps ready (torch's default); they wait in /dev/shm
+SHM = "/dev/shm"            # where DataLoader workers put their batches (torch's file-descriptor sharing)
+
+
+def decode_workers(threads: int) -> int:
+    """DataLoader workers for folder data: one per CPU the job was given (its threads, capped by the CPUs this
+    process may run on, e.g. a Slurm allocation's), but the one the training process keeps; at least one."""
+    return max(1, min(threads, len(os.sched_getaffinity(0))) - 1)
+
+
+def shm_free(path: str = SHM) -> int | None:
+    """Bytes free in the shared-memory file system, None where there is none (not Linux)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def shm_problem(workers: int, batch_size: int, spec: DataSpec, free: int | None) -> str | None:
+    """Why `workers` DataLoader workers, each with PREFETCH uint8 batches of `batch_size` images ready, would not fit
+    in `free` bytes of shared memory (a bus error in the middle of an epoch), and what to change; None if they fit."""
+    batch = batch_size * spec.channels * spec.size * spec.size                    # uint8: one byte per value
+    need = workers * PREFETCH * batch
+    if workers == 0 or free is None or need <= free:
+        return None
+    mb = 2 ** 20
+    fit = free // (PREFETCH * batch)
+    instead = (f"set `workers: {fit}` (each worker needs {PREFETCH * batch / mb:.0f} MB)" if fit else
+               "lower the batch size")
+    return (f"folder data: {workers} loader workers x {PREFETCH} batches x {batch_size} images of {spec.channels} x "
+            f"{spec.size} x {spec.size} uint8 need {need / mb:.0f} MB of shared memory, but {SHM} has "
+            f"{free / mb:.0f} MB free (a container's default is 64 MB). Give the job more (docker/podman run "
+            f"--shm-size={-(-need * 5 // 4 // mb)}m, a quarter to spare; Kubernetes: a memory-backed emptyDir "
+            f"mounted at /dev/shm), or {instead} in the config")
+
+
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One host-to-device copy that does not block the host (from pinned memory) on CUDA."""
     if device.type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def channel_stats(spec: DataSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation's mean and std, C x 1 x 1 float32 on the device (augment.normalize)."""
+    return (torch.tensor(spec.mean, device=device).view(-1, 1, 1),
+            torch.tensor(spec.std, device=device).view(-1, 1, 1))
 
 
 class DeviceArrays:
@@ -35,8 +80,7 @@ class DeviceArrays:
         self.targets = split.targets.to(device)
         self.spec = spec
         self.device = device
-        self.mean = torch.tensor(spec.mean, device=device).view(-1, 1, 1)
-        self.std = torch.tensor(spec.std, device=device).view(-1, 1, 1)
+        self.mean, self.std = channel_stats(spec, device)
 
     def batches(self, indices: torch.Tensor, batch_size: int, train: bool,
                 g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -96,17 +140,21 @@ class _Plan:
 
 class FolderImages:
     """A FolderSplit decoded by torchvision: RandomResizedCrop(224) + flip for training, Resize(256) +
-    CenterCrop(224) for testing (Sec. 4.1). One DataLoader serves every pass of the job (training epochs and
-    feature extraction), so its `workers` processes start once. The order and each image's augmentation seed are
-    drawn from `g` in this process: the same seed gives the same batches with any number of workers, and a resumed
-    epoch replays its draws."""
+    CenterCrop(224) for testing (Sec. 4.1), as uint8; normalised on the device. One DataLoader serves every pass of
+    the job (training epochs and feature extraction), so its `workers` processes start once. The order and each
+    image's augmentation seed are drawn from `g` in this process: the same seed gives the same batches with any
+    number of workers, and a resumed epoch replays its draws.
+
+    The floats are those of torchvision's ToTensor + Normalize in the workers (what this class did before): both
+    compute (x / 255 - mean) / std in float32 from the same uint8 values, one correctly rounded IEEE operation at a
+    time, in the same order (tests/test_folder_loader.py compares them)."""
 
     def __init__(self, split: FolderSplit, spec: DataSpec, device: torch.device, workers: int = 8):
         from torchvision import transforms as T  # imported only for folder datasets
         self.split, self.spec, self.device, self.workers = split, spec, device, workers
-        norm = T.Normalize(spec.mean, spec.std)
-        train_tf = T.Compose([T.RandomResizedCrop(spec.size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-        test_tf = T.Compose([T.Resize(spec.test_resize), T.CenterCrop(spec.size), T.ToTensor(), norm])
+        self.mean, self.std = channel_stats(spec, device)
+        train_tf = T.Compose([T.RandomResizedCrop(spec.size), T.RandomHorizontalFlip(), T.PILToTensor()])
+        test_tf = T.Compose([T.Resize(spec.test_resize), T.CenterCrop(spec.size), T.PILToTensor()])
         self._dataset = _FolderDataset(split.samples, train_tf, test_tf)
         self._plan = _Plan()
         self._loader: DataLoader | None = None
@@ -116,7 +164,7 @@ class FolderImages:
             self._loader = DataLoader(self._dataset, batch_sampler=self._plan, num_workers=self.workers,
                                       pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
                                       worker_init_fn=ignore_sigterm if self.workers > 0 else None,
-                                      prefetch_factor=4 if self.workers > 0 else None)
+                                      prefetch_factor=PREFETCH if self.workers > 0 else None)
             if self.workers > 0:
                 # Before multiprocessing's own exit handler (atexit runs the last registered first), which would
                 # SIGTERM the workers, which ignore it, and then wait for them forever.
@@ -138,10 +186,14 @@ class FolderImages:
         else:
             order, seeds = indices, torch.full((len(indices),), -1)
         items = list(zip(order.tolist(), seeds.tolist()))
+        problem = shm_problem(self.workers, min(batch_size, len(items)), self.spec, shm_free())
+        if problem:
+            raise RuntimeError(problem)
         self._plan.batches = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
         cuda = self.device.type == "cuda"
-        for x, y in self.loader():
-            yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+        for x, y in self.loader():                                      # x: N x C x H x W uint8 (pinned on CUDA)
+            x = x.to(self.device, non_blocking=cuda)
+            yield normalize(x, self.mean, self.std), y.to(self.device, non_blocking=cuda)
 
 
 def on_device(split: Split, spec: DataSpec, device: torch.device, workers: int = 8) -> DeviceArrays | FolderImages:

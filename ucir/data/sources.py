@@ -17,11 +17,16 @@ import warnings
 import zlib
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..io import save_json, save_text
-from .splits import ArraySplit, FolderSplit
+
+if TYPE_CHECKING:
+    import torch
+
+    from .splits import ArraySplit, FolderSplit
 
 
 class DatasetError(RuntimeError):
@@ -95,6 +100,9 @@ def load_cifar100(root: str, download: bool = False, test: bool = True) -> tuple
     archive md5 checked) when files are missing and `download` is true. A copy that is not byte-identical to the
     official files (a re-pickled one, the small files the tests write) loads with a warning. Images are uint8
     N x 3 x 32 x 32 (the pickles' own layout, no copy), targets the original fine-label ids 0..99."""
+    import torch
+
+    from .splits import ArraySplit
     folder = os.path.join(root, CIFAR_FOLDER)
     missing = [n for n in CIFAR_FILES if not os.path.isfile(os.path.join(folder, n))]
     if missing and download:
@@ -149,7 +157,13 @@ def _idx_path(folder: str, name: str) -> str | None:
 
 
 def read_idx(path: str, ndim: int) -> torch.Tensor:
-    """An idx file of unsigned bytes (gzipped or not) as a uint8 tensor: magic 0, 0, type, ndim, then ndim
+    """An idx file of unsigned bytes (gzipped or not) as a uint8 tensor (read_idx_array)."""
+    import torch
+    return torch.from_numpy(read_idx_array(path, ndim))
+
+
+def read_idx_array(path: str, ndim: int) -> np.ndarray:
+    """An idx file of unsigned bytes (gzipped or not) as a uint8 array: magic 0, 0, type, ndim, then ndim
     big-endian int32 sizes, then the data (the format torchvision.datasets.mnist reads)."""
     try:
         with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
@@ -160,16 +174,14 @@ def read_idx(path: str, ndim: int) -> torch.Tensor:
         data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
         if data.size != int(np.prod(shape)):
             raise ValueError(f"{data.size} bytes of data for shape {shape}")
-        return torch.from_numpy(data.reshape(shape).copy())
+        return data.reshape(shape).copy()
     except (EOFError, gzip.BadGzipFile, zlib.error, ValueError) as e:
         raise DatasetError(f"Fashion-MNIST file {path} is truncated or corrupt ({type(e).__name__}: {e}); "
                            "reinstall or re-download it.") from e
 
 
-def load_fashion_mnist(root: str, test: bool = True) -> tuple[ArraySplit, ArraySplit | None]:
-    """(train, test) of Fashion-MNIST from the four idx files, gzipped or not, either directly in `root` (e.g.
-    Debian's /usr/share/datasets/fashion-mnist/) or in torchvision's root/FashionMNIST/raw/. Images are uint8
-    N x 1 x 28 x 28, targets 0..9."""
+def fashion_mnist_folder(root: str) -> str:
+    """The folder holding the four idx files: `root` itself or torchvision's root/FashionMNIST/raw/."""
     names = [n for pair in MNIST_FILES.values() for n in pair]
     folders = [root, os.path.join(root, "FashionMNIST", "raw")]
     folder = next((f for f in folders if all(_idx_path(f, n) for n in names)), None)
@@ -178,6 +190,17 @@ def load_fashion_mnist(root: str, test: bool = True) -> tuple[ArraySplit, ArrayS
             f"Fashion-MNIST not found in {root}: expected {', '.join(n + '[.gz]' for n in names)} either directly "
             f"in {root} or in {folders[1]}. Get them with `apt-get install dataset-fashion-mnist` (root "
             "/usr/share/datasets/fashion-mnist) or from the Fashion-MNIST project page.")
+    return folder
+
+
+def load_fashion_mnist(root: str, test: bool = True) -> tuple[ArraySplit, ArraySplit | None]:
+    """(train, test) of Fashion-MNIST from the four idx files, gzipped or not, either directly in `root` (e.g.
+    Debian's /usr/share/datasets/fashion-mnist/) or in torchvision's root/FashionMNIST/raw/. Images are uint8
+    N x 1 x 28 x 28, targets 0..9."""
+    import torch
+
+    from .splits import ArraySplit
+    folder = fashion_mnist_folder(root)
     splits = []
     for image_name, label_name in [MNIST_FILES["train"]] + ([MNIST_FILES["test"]] if test else []):
         image_path, label_path = _idx_path(folder, image_name), _idx_path(folder, label_name)
@@ -205,11 +228,11 @@ def _imagenet_dir(root: str, split: str) -> str:
 
 
 def _imagenet_classes(train_dir: str) -> list[str]:
-    from torchvision.datasets.folder import find_classes
-    try:
-        return find_classes(train_dir)[0]
-    except FileNotFoundError as e:
-        raise DatasetError(f"no class folders in {train_dir}; expected {train_dir}/<wnid>/*.JPEG") from e
+    """The sorted names of the class folders (torchvision's find_classes rule, without importing torchvision)."""
+    classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    if not classes:
+        raise DatasetError(f"no class folders in {train_dir}; expected {train_dir}/<wnid>/*.JPEG")
+    return classes
 
 
 def imagenet_class_names(root: str) -> list[str]:
@@ -222,7 +245,10 @@ def load_imagenet(root: str, classes: list[str] | None = None,
     """(train, val) file lists of ImageNet in ImageFolder layout, root/{train,val}/<wnid>/*.JPEG. With `classes`,
     only those folders are used and a class's id is its index in sorted(classes); otherwise all folders of
     train/, id = index in the sorted folder names (ImageFolder's rule). val/ uses the same mapping."""
+    import torch
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    from .splits import FolderSplit
     train_dir, val_dir = _imagenet_dir(root, "train"), _imagenet_dir(root, "val") if test else None
     available = _imagenet_classes(train_dir)
     if classes is None:
@@ -268,9 +294,14 @@ def imagenet_subset_classes(root: str, num: int = 100, seed: int = 1993) -> list
     This is not the PODNet / "ImageNet-100" list (a fixed file of 100 wnids, imagenet100 split of other codebases):
     the two subsets differ and their numbers are not comparable.
     """
-    classes = _imagenet_classes(_imagenet_dir(root, "train"))
+    return draw_subset(_imagenet_classes(_imagenet_dir(root, "train")), num, seed, f"{root}/train")
+
+
+def draw_subset(classes: list[str], num: int, seed: int, where: str) -> list[str]:
+    """`num` of the sorted class names `classes` (the class folders of `where`), drawn as imagenet_subset_classes
+    says."""
     if not 0 < num <= len(classes):
-        raise DatasetError(f"cannot draw {num} classes from the {len(classes)} class folders in {root}/train")
+        raise DatasetError(f"cannot draw {num} classes from the {len(classes)} class folders in {where}")
     picked = np.random.RandomState(seed).permutation(len(classes))[:num]
     return [classes[i] for i in picked]
 

@@ -37,19 +37,9 @@ from typing import Any
 import yaml
 
 from .. import deps, pipeline
-from ..config import ConfigError, RunConfig
+from ..config import IMAGES_PER_CLASS, ConfigError, RunConfig
 from ..grid import Run, expand_runs, shared_jobs
 
-# Images per class of each source: (training, test, where the figure comes from).
-IMAGES_PER_CLASS: dict[str, tuple[float, float, str]] = {
-    "cifar100": (500, 100, "CIFAR-100: 500 training / 100 test images per class"),
-    "fashion_mnist": (6000, 1000, "Fashion-MNIST: 6,000 training / 1,000 test images per class"),
-    "imagenet": (1_281_167 / 1000, 50, "ILSVRC-2012: 1,281,167 training images over 1,000 classes, i.e. 1,281.2 "
-                 "per class on average (classes hold 732 to 1,300), and 50 validation images per class"),
-    "imagenet_subset": (1_281_167 / 1000, 50, "ILSVRC-2012's average: 1,281.2 training images per class (an "
-                        "average over all 1,000 classes, not the subset's own count) and 50 validation images"),
-    "synthetic": (500, 100, "generated: train_per_class / test_per_class images per class (default 500 / 100)"),
-}
 TRAINING = ("train_base", "train_phase", "finetune_balanced")
 INFERENCE = ("imprint", "herding", "nme", "test")
 PASSES = TRAINING + INFERENCE
@@ -66,14 +56,15 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 def images_per_class(cfg: RunConfig) -> tuple[float, float]:
     """(training, test) images per class of a run's dataset: the source's count, capped by train_per_class /
     test_per_class (for synthetic data those are the generated counts)."""
-    train, test, _ = IMAGES_PER_CLASS[cfg.source]
+    train, test = IMAGES_PER_CLASS[cfg.source][:2]
     if cfg.source == "synthetic":
         return float(cfg.train_per_class or train), float(cfg.test_per_class or test)
     return (float(min(train, cfg.train_per_class or train)), float(min(test, cfg.test_per_class or test)))
 
 
 def exemplars(cfg: RunConfig, phase: int) -> float:
-    """Exemplars in memory after `phase`: per class deps.exemplars_per_class (at most the class's images), for every class seen."""
+    """Exemplars in memory after `phase`: deps.exemplars_per_class (at most the class's images) for every class
+    seen."""
     n_train, _ = images_per_class(cfg)
     return cfg.classes_seen(phase) * min(deps.exemplars_per_class(cfg, phase), n_train)
 
@@ -264,7 +255,7 @@ def report(config: dict[str, Any], runs: list[Run], plans: dict[str, Plan], rate
         n_train, n_test = images_per_class(cfg)
         capped = "" if cfg.source == "synthetic" else "; capped by train_per_class / test_per_class"
         lines.append(f"dataset {ds}: {n_train:,.1f} training / {n_test:,.0f} test images per class "
-                     f"({IMAGES_PER_CLASS[cfg.source][2]}{capped})")
+                     f"({IMAGES_PER_CLASS[cfg.source].note}{capped})")
     rows = [["runs", *(f"{plans[c].runs:,}" for c in cols)]]
     rows += [[rule, *(f"{plans[c].jobs[rule]:,}" if plans[c].jobs[rule] else "-" for c in cols)]
              for rule in RULES if plans["total"].jobs[rule]]

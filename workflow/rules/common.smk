@@ -1,17 +1,28 @@
 # Config validation, grid expansion, and the input/param functions the rules use.
+import sys
+
 from ucir import deps
 from ucir.codehash import submission_hashes
 from ucir.config import METHODS, ConfigError
-from ucir.grid import BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, shared_jobs
+from ucir.grid import BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, check_data, shared_jobs
 from ucir.pipeline import resources_of, rule_mismatch, script_of, table_outputs, threads_of
 from ucir.validate import check_config, load_schema
 
-# The JSON schema, the dataset folders and every run's settings, before any job: one message naming the key.
+# The JSON schema and every run's settings, then the data the runs read (ucir/data/check.py), before any job: one
+# message naming the key, the folder or file. Checked once, by the snakemake process the user started (not again in
+# each job). A dry run (`-n`; `workflow.dryrun` is still False while the Snakefile is read, the output settings
+# know) plans without the data where their folder does not exist, and says so.
 try:
     RUNS = {
         r.key: r
-        for r in check_config(config, load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+        for r in check_config(
+            config, load_schema(workflow.source_path("../schemas/config.schema.yaml")), check_paths=False
+        )
     }
+    if workflow.is_main_process:
+        _dry = workflow.dryrun or bool(getattr(workflow.output_settings, "dryrun", False))
+        for _note in check_data(config, RUNS.values(), dry_run=_dry):
+            print(_note, file=sys.stderr)
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 
