@@ -60,6 +60,8 @@ class Scores:
 
 @dataclass
 class Model:
+    """A phase's model ready for inference (what `load` returns): `scores` classifies images with the CNN and,
+    where the run kept exemplars, the NME classifier; `classes[i]` names output i of both."""
     net: IncrementalNet                        # eval mode, on `device`
     classes: list[str]                         # name of output i
     class_ids: list[int]                       # the dataset's class id of output i (the run's class order)
