@@ -6,10 +6,13 @@ from typing import Any
 import torch
 
 from .config import RunConfig
-from .data import class_order, spec_for
+from .data import class_names, class_order, spec_for
 from .models import IncrementalNet, build_model
 
-FORMAT_VERSION = 1
+# 2 adds `class_names` and `input` (what ucir.inference needs to use a model outside the pipeline); format 1
+# checkpoints lack them and still load (ucir.inference takes them from the dataset).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
@@ -18,7 +21,10 @@ class CheckpointError(RuntimeError):
 
 def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: int, config: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """config: the settings the model depends on (ucir.deps.stage_settings of the stage that trained it)."""
+    """config: the settings the model depends on (ucir.deps.stage_settings of the stage that trained it).
+    class_names: the dataset's names by original class id (output i is class_order[i]); input: how an image
+    becomes the network's input (the test transform: normalisation, size, and for folder data the resize before
+    the centre crop)."""
     net.head.merge()
     ckpt = {
         "format_version": FORMAT_VERSION,
@@ -30,15 +36,26 @@ def make_checkpoint(net: IncrementalNet, cfg: RunConfig, phase: int, num_old: in
         "classes_seen": net.num_classes,
         "num_old": num_old,
         "config": config,
+        "class_names": class_names(cfg.source, cfg.root, cfg.num_classes),
+        "input": input_spec(cfg.source),
     }
     ckpt.update(extra or {})
     return ckpt
 
 
+def input_spec(source: str) -> dict[str, Any]:
+    """The test transform of a data source as builtins: mean and std per channel, image size, and the resize
+    before the centre crop for folder data (None for in-memory data, used at their size)."""
+    spec = spec_for(source)
+    return {"channels": spec.channels, "size": spec.size, "mean": list(spec.mean), "std": list(spec.std),
+            "resize": None if spec.in_memory else spec.test_resize}
+
+
 def check_compatible(ckpt: dict[str, Any], cfg: RunConfig, phase: int) -> None:
     """Refuse a checkpoint from another configuration (class count, backbone, head, class order, phase)."""
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint format {ckpt.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if ckpt.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"checkpoint format {ckpt.get('format_version')!r}, expected one of "
+                              f"{READABLE_VERSIONS}")
     arch = ckpt["arch"]
     want = {"backbone": cfg.backbone, "head": cfg.head, "last_relu": cfg.last_relu,
             "in_channels": spec_for(cfg.source).channels, "num_classes": cfg.classes_seen(phase)}

@@ -35,6 +35,22 @@ def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tenso
     return -d.nan_to_num(float("inf"))
 
 
+def has_exemplars_of_all(memory: dict, num_classes: int) -> bool:
+    """Whether the memory holds exemplars of every one of the first `num_classes` classes (what NME needs)."""
+    return len(torch.unique(memory["label"])) == num_classes
+
+
+def exemplar_means(net, train_loader, memory: dict, num_classes: int, flip: bool, batch_size: int,
+                   device: torch.device, log: Callable[[str], None] | None = None) -> torch.Tensor:
+    """The NME classifier's class means (Sec. 4.1): features of the memory's exemplars (training images,
+    test transform), with their flipped copies' when `flip` (the official code's), by `class_means`.
+    memory: {"index": M, "label": M} into the run's training split. Returns num_classes x D."""
+    mi, ml = memory["index"], memory["label"]
+    ef = extract(net, train_loader, mi, batch_size, device, log=log, what="exemplars")
+    ff = extract(net, train_loader, mi, batch_size, device, flip=True, log=log, what="exemplars") if flip else None
+    return class_means(ef, ml, num_classes, ff)
+
+
 def accuracy(pred: torch.Tensor, targets: torch.Tensor) -> float:
     return float((pred == targets).float().mean()) * 100 if len(targets) else float("nan")
 
@@ -78,12 +94,9 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data, device: torc
            "cnn": split_accuracy(cnn, targets, num_old), "cnn_top5": topk_accuracy(logits, targets),
            "cnn_groups": group_accuracy(cnn, targets, cfg, phase),
            "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
-    if len(torch.unique(memory["label"])) == num_seen:                  # NME needs exemplars of every class
-        mi, ml = memory["index"], memory["label"]
-        ef = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, log=log, what="exemplars")
-        ff = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, flip=True, log=log, what="exemplars") \
-            if cfg.nme_flip else None
-        scores = nme_scores(feats, class_means(ef, ml, num_seen, ff))
+    if has_exemplars_of_all(memory, num_seen):                         # NME needs exemplars of every class
+        scores = nme_scores(feats, exemplar_means(net, data.train_loader, memory, num_seen, cfg.nme_flip,
+                                                  cfg.eval_batch_size, device, log))
         nme = scores.argmax(dim=1)
         out["nme"] = split_accuracy(nme, targets, num_old)
         out["nme_top5"] = topk_accuracy(scores, targets)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ArraySplit", "FolderSplit", "Split", "DataSpec", "RunData", "class_order", "positions",
            "make_synthetic", "spec_for", "on_device", "relabel", "subsample_per_class", "indices_of_classes",
-           "load_run_data", "load_splits", "OFFICIAL_SEED"]
+           "load_run_data", "load_splits", "class_names", "OFFICIAL_SEED"]
 _LAZY = {"ArraySplit": "splits", "FolderSplit": "splits", "Split": "splits", "indices_of_classes": "splits",
          "relabel": "splits", "subsample_per_class": "splits", "make_synthetic": "synthetic", "on_device": "loaders",
          "DeviceArrays": "loaders", "FolderImages": "loaders"}
@@ -84,6 +84,26 @@ def load_splits(source: str, root: str | None, download: bool = False, *, num_cl
         train, test_split = sources.load_imagenet(root, classes, test=test)
     return (subsample_per_class(train, train_per_class),
             subsample_per_class(test_split, test_per_class) if test else None)
+
+
+def class_names(source: str, root: str | None, num_classes: int, subset_seed: int = 1993) -> list[str]:
+    """The dataset's class names, by original class id (what load_splits' targets are): CIFAR-100's fine-label
+    names (its meta file), Fashion-MNIST's fixed ten, the ImageNet wnids in their class-id order (sorted), and
+    "class000", "class001", ... for the synthetic set."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    if source == "synthetic":
+        return [f"class{i:03d}" for i in range(num_classes)]
+    from . import sources
+    if source == "fashion_mnist":
+        return list(sources.FASHION_MNIST_CLASSES)
+    if root is None:
+        raise ValueError(f"the class names of source {source!r} need its data root")
+    if source == "cifar100":
+        return sources.cifar100_class_names(root)
+    if source == "imagenet":
+        return sources.imagenet_class_names(root)
+    return sorted(sources.imagenet_subset_classes(root, num_classes, subset_seed))
 
 
 def load_run_data(cfg, device: torch.device, workers: int = 8, test: bool = True) -> RunData:

@@ -126,11 +126,26 @@ def load_cifar100(root: str, download: bool = False, test: bool = True) -> tuple
     return splits[0], splits[1] if test else None
 
 
+def cifar100_class_names(root: str) -> list[str]:
+    """The 100 fine-label names of CIFAR-100 (its `meta` file), by class id."""
+    path = os.path.join(root, CIFAR_FOLDER, "meta")
+    if not os.path.isfile(path):
+        raise DatasetError(f"CIFAR-100 class names: {path} not found. Expected layout: "
+                           f"{CIFAR_LAYOUT.format(root=root)}")
+    entry, problem = _cifar_file_problem(path, split_file=False)
+    if problem:
+        raise DatasetError(f"CIFAR-100 file {path} {problem}.")
+    return [str(n) for n in entry["fine_label_names"]]
+
+
 # ------------------------------------------------------------------------------------------------ Fashion-MNIST
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_UBYTE = 0x08                                      # the idx type code of unsigned bytes
+# The class names by label id (the Fashion-MNIST project's README; torchvision.datasets.FashionMNIST.classes)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
 
 
 def _idx_path(folder: str, name: str) -> str | None:
@@ -218,6 +233,11 @@ def _imagenet_classes(train_dir: str) -> list[str]:
     if not classes:
         raise DatasetError(f"no class folders in {train_dir}; expected {train_dir}/<wnid>/*.JPEG")
     return classes
+
+
+def imagenet_class_names(root: str) -> list[str]:
+    """The wnids of root/train/ in ImageFolder's order (a class id is its index in this list)."""
+    return _imagenet_classes(_imagenet_dir(root, "train"))
 
 
 def load_imagenet(root: str, classes: list[str] | None = None,
