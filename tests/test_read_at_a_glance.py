@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
@@ -78,6 +79,13 @@ def test_long_text_wraps_numbers_do_not():
     assert statement[0] == "text"
     assert "td.num{text-align:right;white-space:nowrap}" in page and "td.text{" in page
     assert "avg_<wbr>inc_<wbr>cnn_<wbr>mean" in page                # headings break at their underscores
+
+
+def test_p_values_keep_the_decimals_of_claims_csv():
+    from ucir.report.claims import P_DECIMALS
+    page = tables_html({"claims": pd.DataFrame({"claim": ["x"], "p_t": [0.061123], "a_mean": [53.2], "n": [2]})}, "T")
+    assert P_DECIMALS["p_t"] == 4 and "<td class='num'>0.0611</td>" in page
+    assert "<td class='num'>53.20</td>" in page and "<td class='num'>2</td>" in page
 
 
 PROBE = """<script>window.addEventListener("load", () => {

@@ -13,6 +13,9 @@ import numbers
 
 import pandas as pd
 
+from .claims import P_DECIMALS
+
+DECIMALS = 2                                # as in the CSVs (ucir.report.tables.write_csv), p-values: P_DECIMALS
 LEAD = ("claim", "phases", "answer")        # in a table with an answer: what is asked, where, and the answer first
 LONG = 40                                   # characters: a column with a longer value is text that wraps
 CSS = ("body{font-family:sans-serif;font-size:12px;margin:1em}h2{font-size:14px}"
@@ -42,22 +45,23 @@ def _breakable(text: str) -> str:
     return html.escape(text).replace("_", "_<wbr>")
 
 
-def _cell(value) -> str:
-    """Numbers with 2 decimals (integers as they are), missing values empty."""
+def _cell(value, decimals: int = DECIMALS) -> str:
+    """Numbers with `decimals` decimals (integers as they are), missing values empty."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{value:.2f}"
+        return f"{value:.{decimals}f}"
     return _breakable(str(value))
 
 
 def table_html(df: pd.DataFrame) -> str:
     df = ordered(df)
     kinds = [_kind(df[c]) for c in df.columns]
+    decimals = [P_DECIMALS.get(c, DECIMALS) for c in df.columns]
     head = "".join(f"<th>{_breakable(str(c))}</th>" for c in df.columns)
-    rows = ["<tr>" + "".join(f"<td class='{k}'>{_cell(v)}</td>" for k, v in zip(kinds, row)) + "</tr>"
+    rows = ["<tr>" + "".join(f"<td class='{k}'>{_cell(v, d)}</td>" for k, d, v in zip(kinds, decimals, row)) + "</tr>"
             for row in df.itertuples(index=False)]
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
