@@ -13,12 +13,17 @@ CPU    := --set-threads train_base=1 train_phase=1 finetune_balanced=1
 .PHONY: setup demo test test-fast lint bench plan startup gpu-check fmnist-data fmnist fmnist-precision report \
 	dryrun-paper clean
 
+## PyPI's torch by default (its Linux wheels bundle CUDA). On a CPU-only machine, PyTorch's CPU build, same pins,
+## several GB smaller: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu (on a fresh clone, or after
+## rm -rf .venv). The index serves torch and torchvision only; everything else still comes from PyPI.
+TORCH_INDEX ?=
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt torch torchvision$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,slurm]'
 	touch $@
 

@@ -2,7 +2,11 @@
 constraints.txt, the Makefile's setup, and CI calling the README's test command."""
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -144,3 +148,54 @@ def test_ci_runs_the_readme_test_command():
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.strip().startswith("#")]
     assert test_cmds[0] in ci, f"{test_cmds[0]!r} not run by .ci/run: {ci}"
+
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _setup_installs(tmp_path, *assignments: str) -> list[list[str]]:
+    """The `pip install` command lines `make setup` would run into a fresh venv (make -n), as argument lists."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    proc = subprocess.run(["make", "-n", "setup", f"VENV={tmp_path / 'venv'}", *assignments], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [shlex.split(line) for line in proc.stdout.splitlines()]
+    return [line[2:] for line in lines if line[0].endswith("/pip") and line[1] == "install"
+            and "--upgrade" not in line]
+
+
+def _pip_reads(args: list[str]):
+    """(options, requirements) as pip itself parses an install command line, without this machine's pip
+    configuration (PIP_CONFIG_FILE=/dev/null: no configuration file; isolated: no PIP_* variables)."""
+    commands = pytest.importorskip("pip._internal.commands")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIP_CONFIG_FILE", os.devnull)
+        return commands.create_command("install", isolated=True).parse_args(list(args))
+
+
+def test_setup_installs_torch_from_pypi_by_default(tmp_path):
+    (torch, package) = _setup_installs(tmp_path)
+    for args in (torch, package):
+        opts, _ = _pip_reads(args)
+        assert opts.constraints == ["constraints.txt"]
+        assert opts.index_url == "https://pypi.org/simple" and not opts.extra_index_urls, args    # pip's default
+    assert _pip_reads(torch)[1] == ["torch", "torchvision"]
+    assert _pip_reads(package)[0].editables == [".[test,slurm]"]
+
+
+def test_setup_takes_torch_from_the_index_given(tmp_path):
+    (torch, package) = _setup_installs(tmp_path, f"TORCH_INDEX={CPU_INDEX}")
+    opts, reqs = _pip_reads(torch)
+    assert reqs == ["torch", "torchvision"] and opts.constraints == ["constraints.txt"]      # the pins kept
+    assert opts.index_url == CPU_INDEX and not opts.extra_index_urls
+    opts, _ = _pip_reads(package)                     # the package and its other dependencies: still PyPI
+    assert opts.index_url == "https://pypi.org/simple" and opts.constraints == ["constraints.txt"]
+    assert package == _setup_installs(tmp_path)[1]
+
+
+def test_readme_names_both_installs():
+    readme = (REPO / "README.md").read_text()
+    name = yaml.safe_load((REPO / "environment.yml").read_text())["name"]
+    assert "conda env create -f environment.yml" in readme and f"conda activate {name}" in readme
+    assert f"make setup TORCH_INDEX={CPU_INDEX}" in readme

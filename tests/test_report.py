@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ucir.report import plots
-from ucir.report.figures.common import NO_RUNS, grid_values, runs_of_kind
+from ucir.report.figures.common import NO_RUNS, caption_of, grid_values, runs_of_kind
 from ucir.report.tables import PAPER, aggregate, paper_comparison, run_averages, run_summary
 
 PAPER_CFG = {"source": "cifar100", "num_classes": 100, "base_classes": 50, "per_class": 20, "total": None,
@@ -210,6 +210,11 @@ def _written(png, pdf):
     assert Path(png).read_bytes()[:4] == b"\x89PNG" and Path(pdf).read_bytes()[:4] == b"%PDF"
 
 
+def _said(fig) -> str:
+    """The caption under a figure (where the notes of its titles go), lines joined."""
+    return caption_of(fig).replace("\n", " ")
+
+
 def _texts(fig):
     return [t.get_text() for ax in fig.axes for t in ax.texts + [ax.title]] + \
         ([fig._suptitle.get_text()] if fig._suptitle else [])
@@ -263,25 +268,25 @@ def test_components_bars_heights(tmp_path):
     errs = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     spans = [seg[1][1] - seg[0][1] for c in errs for seg in c.lines[2][0].get_segments()]
     assert spans == pytest.approx([2 * math.sqrt(2)] * 4)                      # ±1 sd of (a, a + 2)
-    assert "each bar: mean over 2 class orders (seeds), error bar ±1 sd" in ax.get_title()
-    assert "not every component" not in ax.get_title()                         # each component adds: no note
+    assert "each bar: mean over 2 class orders (seeds), error bar ±1 sd" in _said(fig)
+    assert "not every component" not in _said(fig)                             # each component adds: no note
 
 
 def test_bar_charts_say_when_the_papers_effect_is_absent(tmp_path):
     # CN+LC below CN; one seed per bar
     spec = {("lucir", v, 2, 1): [a] * 3 for v, a in (("cn", 60), ("cn_lc", 50), ("default", 70))}
     exps = {"components": {"plot": "components", "runs": [list(k) for k in spec]}}
-    title = plots.plot_components(_phases(spec), exps, *_out(tmp_path, "comp")).axes[0].get_title()
+    title = _said(plots.plot_components(_phases(spec), exps, *_out(tmp_path, "comp")))
     assert "each bar: 1 class order (seed), so no error bar" in title
-    assert "not every component adds accuracy here" in title and "CN+LC 50.0 ≤ CN 60.0" in title.replace("\n", " ")
+    assert "not every component adds accuracy here" in title and "CN+LC 50.0 ≤ CN 60.0" in title
     assert "CN+LC+IS 70.0" not in title                                         # that step does add accuracy
     # fixed lambda above the adaptive one; seeds 1 and 2 for the adaptive bar, 1 for the fixed: n at each bar
     spec = {("lucir", "default", 2, 1): [50] * 3, ("lucir", "default", 2, 2): [52] * 3,
             ("lucir", "default_lambda_rulefixed", 2, 1): [55] * 3}
     grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
     exps = {"adaptive_weight": {"plot": "adaptive_weight", "runs": [list(k) for k in spec], "grid": grid}}
-    ax = plots.plot_adaptive_weight(_phases(spec), exps, *_out(tmp_path, "lam")).axes[0]
-    title = ax.get_title().replace("\n", " ")
+    fig = plots.plot_adaptive_weight(_phases(spec), exps, *_out(tmp_path, "lam"))
+    ax, title = fig.axes[0], _said(fig)
     assert "adaptive 51.0 ≤ fixed 55.0" in title and "n = 1-2 class orders" in title
     assert sorted(t.get_text() for t in ax.texts if t.get_text().startswith("n=")) == ["n=1", "n=2"]
     assert ax.get_ylim()[0] == 0
@@ -290,15 +295,15 @@ def test_bar_charts_say_when_the_papers_effect_is_absent(tmp_path):
 def test_curves_and_memory_say_when_the_papers_effect_is_absent(tmp_path):
     spec = {("lucir", "default", 2, 1): ([50, 40, 30], [55, 45, 35]), ("icarl", "default", 2, 1): ([60] * 3, [35] * 3)}
     exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec]}}
-    title = plots.plot_accuracy(_phases(spec), exps, *_out(tmp_path, "acc")).axes[0].get_title()
+    title = _said(plots.plot_accuracy(_phases(spec), exps, *_out(tmp_path, "acc")))
     assert "unlike the paper's Fig.\u00a05" in title and "iCaRL-CNN's 60.00%" in title
     assert "iCaRL-NME" not in title                                            # Ours-CNN 40 > iCaRL-NME 35
     spec = {("lucir", "default", 2, 1): ([60] * 3, [59] * 3), ("lucir", "default_per_class5", 2, 1): ([50] * 3,
                                                                                                          [62] * 3)}
     grid = {f"lucir/{v}": {"per_class": 5 if v.endswith("5") else 20} for _, v, _, _ in spec}
     exps = {"memory": {"plot": "memory", "runs": [list(k) for k in spec], "grid": grid}}
-    title = plots.plot_memory(_phases(spec), exps, *_out(tmp_path, "mem"))._suptitle.get_text()
-    assert "falls as the memory grows for Ours-NME (2 phases: 62.0 at 5 \u2192 59.0 at 20)" in title.replace("\n", " ")
+    title = _said(plots.plot_memory(_phases(spec), exps, *_out(tmp_path, "mem")))
+    assert "falls as the memory grows for Ours-NME (2 phases: 62.0 at 5 \u2192 59.0 at 20)" in title
     assert "Ours-CNN (2" not in title
 
 
@@ -345,12 +350,12 @@ def test_weight_norms_panels(tmp_path):
     np.testing.assert_allclose(new.get_offsets(), [[2, 0.5], [3, 0.6]])
     assert "η = 3.00" in fig.axes[2].get_title()                               # the paper's symbol only
     assert not any("σ" in t for t in _texts(fig))
-    assert not any("absent" in ax.get_title() for ax in fig.axes)               # new rows larger: the paper's effect
+    assert "absent" not in _said(fig)                                           # new rows larger: the paper's effect
     # the cosine panel shows what enters the logits, eta * ||normalised row|| = sigma for every class ...
     offsets = np.concatenate([c.get_offsets() for c in fig.axes[2].collections if isinstance(c, PathCollection)])
     np.testing.assert_allclose(offsets[:, 1], [3.0] * 4)
     # ... and names the stored norms it normalises away
-    assert "stored ‖θ‖ old 0.93, new 0.93" in fig.axes[2].get_title()
+    assert "Ours (cosine head, η = 3.00) η‖θ̄‖, 1 phase, seed 1, phase 1: stored ‖θ‖ old 0.93, new 0.93" in _said(fig)
     only_cosine = plots.plot_weight_norms(None, cosine, *_out(tmp_path, "norms1"))
     assert len(only_cosine.axes) == 1
 
@@ -359,10 +364,10 @@ def test_weight_norms_say_when_the_papers_imbalance_is_absent(tmp_path):
     # new rows shorter than old (mean 1.0 < 2.0), new biases larger (0.5 > 0.0)
     linear = _head_metrics("icarl", [2.0, 2.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], num_old=2)
     fig = plots.plot_weight_norms(linear, None, *_out(tmp_path, "norms"))
-    norms, bias = (ax.get_title().replace("\n", " ") for ax in fig.axes)
-    assert "new-class weight norms not larger than old (mean 1 ≤ 2)" in norms
-    assert "the imbalance of the paper's Fig.\u00a03 is absent here" in norms
-    assert "absent" not in bias
+    notes = _said(fig)                                                          # the norms' panel names its note
+    assert notes.startswith("iCaRL (linear head) ‖θ‖, 1 phase, seed 1, phase 1: new-class weight norms not larger "
+                            "than old (mean 1 ≤ 2): the imbalance of the paper's Fig.\u00a03 is absent here")
+    assert "biases" not in notes and "(linear head) b," not in notes             # the biases' panel notes nothing
 
 
 def test_confusion_says_when_icarl_cnn_is_not_the_most_new_biased(tmp_path):
@@ -373,12 +378,11 @@ def test_confusion_says_when_icarl_cnn_is_not_the_most_new_biased(tmp_path):
     biased, even = [[1, 9], [0, 10]], [[8, 2], [3, 7]]                 # 95 % / 45 % of predictions new
     fig = plots.plot_confusion({"icarl": m("icarl", biased, even), "lucir": m("lucir", even, even)},
                                    *_out(tmp_path, "conf"))
-    assert "unlike" not in fig._suptitle.get_text()
+    assert "unlike" not in _said(fig)
     assert fig.axes[0].get_title().endswith("95% predicted new (true 50%)")
     fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)},
                                    *_out(tmp_path, "conf"))
-    assert "iCaRL-CNN (45% predicted new) does not predict the new classes more often" in \
-        fig._suptitle.get_text().replace("\n", " ")
+    assert "iCaRL-CNN (45% predicted new) does not predict the new classes more often" in _said(fig)
 
 
 def test_confusion_matrices_log_and_accuracy(tmp_path):

@@ -145,8 +145,9 @@ def plot_memory(phases: pd.DataFrame, experiments: dict, png: str, pdf: str):
                 for clf, ls, marker in (("cnn", "-", "o"), ("nme", "--", "s")):
                     if g[f"avg_inc_{clf}_mean"].isna().all():
                         continue
+                    std = g[f"avg_inc_{clf}_std"]       # all NaN (one seed each): no error bar, none in the legend
                     ax.errorbar(g[key].to_numpy(float), g[f"avg_inc_{clf}_mean"].to_numpy(float),
-                                yerr=g[f"avg_inc_{clf}_std"].fillna(0.0).to_numpy(float),
+                                yerr=std.fillna(0.0).to_numpy(float) if std.notna().any() else None,
                                 ls=ls, marker=marker, ms=2.5, lw=1, capsize=1.5, color=color(method),
                                 label=label(method, "default", clf))
             ax.set_xticks(sorted(stats[key].unique()))

@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.patches import Patch
 
 from .common import (COLUMN, PAGE, color, label, phases_title, placeholder, runs_of_kind, save, select_runs, style,
                      titled)
 
 TITLE = "Accuracy after each phase (Figs. 5/6)"
 LEGEND_TITLE = "average incremental accuracy (n = class orders averaged)"
+BAND = "shaded: ±1 sd over class orders"
+BAND_ALPHA = 0.15
 
 
 def plot_accuracy(phases: pd.DataFrame, experiments: dict, png: str, pdf: str, kind: str = "accuracy"):
-    """Mean over seeds with a +-1 std band; CNN solid, NME dashed (drawn only where every phase of every run has
-    it); the legend gives each curve's average incremental accuracy (mean over seeds of the mean over phases, base
-    phase included). Where Ours-CNN is not above both iCaRL curves (the paper's Fig. 5), the panel title says so."""
+    """Mean over seeds with a +-1 std band (where a curve averages more than one seed; the legend says what the
+    band is); CNN solid, NME dashed (drawn only where every phase of every run has it); the legend gives each
+    curve's average incremental accuracy (mean over seeds of the mean over phases, base phase included). Where
+    Ours-CNN is not above both iCaRL curves (the paper's Fig. 5), the caption says so."""
     runs = runs_of_kind(experiments, kind)
     df = select_runs(phases, runs) if runs else phases.iloc[0:0]
     if df.empty:
@@ -55,6 +59,7 @@ def ours_not_above_icarl(avgs: dict[str, float]) -> list[str]:
 def _panel(ax, sub: pd.DataFrame) -> dict[str, float]:
     """Draws the curves of one number of phases; returns {curve label: average incremental accuracy}."""
     avgs = {}
+    banded = False
     for (method, variant), g in sub.groupby(["method", "variant"], sort=True):
         for clf, ls, marker in (("cnn", "-", "o"), ("nme", "--", "s")):
             col = f"{clf}_all"
@@ -66,11 +71,17 @@ def _panel(ax, sub: pd.DataFrame) -> dict[str, float]:
             avgs[label(method, variant, clf)] = avg
             line, = ax.plot(stats.index, stats["mean"], ls=ls, marker=marker, ms=2.5, lw=1, color=c,
                             label=f"{label(method, variant, clf)}: {avg:.2f}% (n={g.seed.nunique()})")
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                            color=line.get_color(), alpha=0.15, lw=0)
+            if g.seed.nunique() > 1:                    # one seed: no spread, no band
+                ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                                color=line.get_color(), alpha=BAND_ALPHA, lw=0)
+                banded = True
     ax.set_xticks(sorted(sub.classes_seen.unique()))
     ax.set_xlabel("number of classes")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, handlelength=2.2, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-              title=LEGEND_TITLE, title_fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    if banded:                                          # the band explained in the legend, in a neutral grey
+        handles.append(Patch(color="gray", alpha=BAND_ALPHA * 2, lw=0))
+        labels.append(BAND)
+    ax.legend(handles, labels, frameon=False, handlelength=2.2, ncols=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), title=LEGEND_TITLE, title_fontsize=6)
     return avgs

@@ -14,6 +14,11 @@ LABELS = {"lucir": "Ours", "icarl": "iCaRL", "lwf": "LwF", "finetune": "Finetune
 COLORS = {"lucir": "tab:red", "icarl": "tab:blue", "lwf": "tab:green", "finetune": "tab:gray", "joint": "black"}
 COLUMN, PAGE = 3.4, 7.0                 # inches: one column / the full width of a two-column paper
 NO_RUNS = "no runs for this figure in the configuration"
+TITLE_LINES = 2                         # a title's most lines; what a figure says beyond them goes to its caption
+NOTES = "\n\u2063"                      # in a title from titled(): a line break and an invisible separator before
+                                        # each note, where save() cuts the notes off into the caption
+CAPTION = "caption"                     # the gid of the caption's text (caption_of)
+CAPTION_SIZE = 6                        # points
 STYLE = {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6.5,
          "ytick.labelsize": 6.5, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
          "figure.dpi": 100}
@@ -38,7 +43,9 @@ def style():
 
 
 def save(fig, png: str, pdf: str):
-    """Write PNG (200 dpi) and PDF, close the figure and return it (its artists stay readable)."""
+    """Write PNG (200 dpi) and PDF, close the figure and return it (its artists stay readable). The notes of every
+    title (titled) move into the caption under the figure first."""
+    _caption(fig)
     fig.savefig(png, dpi=200)
     fig.savefig(pdf)
     plt.close(fig)
@@ -85,10 +92,44 @@ def phases_title(p: int) -> str:
 
 
 def titled(title: str, notes: list[str], width: int = 72) -> str:
-    """The title with one wrapped line per note (what the figure's numbers are, or that the paper's effect is
-    absent in these data)."""
-    notes = [n.replace("Fig. ", "Fig.\u00a0") for n in notes]                # never break "Fig. 3"
-    return "\n".join([title] + [textwrap.fill(n, width, break_on_hyphens=False) for n in notes])
+    """The title, wrapped at `width` characters, and its notes (what the figure's numbers are, or that the paper's
+    effect is absent in these data) after it, each behind the NOTES separator: save() leaves the title in place and
+    puts the notes in the figure's caption, so that a title keeps to TITLE_LINES lines however much it notes."""
+    lines = [w for line in title.split("\n") for w in textwrap.wrap(line, width, break_on_hyphens=False) or [""]]
+    return "\n".join(lines) + "".join(NOTES + n for n in notes)
+
+
+def _titles(fig) -> list[tuple[object, str]]:
+    """(text artist, prefix of its notes in the caption) of every title: the figure's, then each panel's (named
+    by its title where the figure has several panels)."""
+    out = [(fig._suptitle, "")] if fig._suptitle is not None else []
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    for ax in axes:
+        name = " ".join(ax.get_title().split(NOTES)[0].split("\n"))
+        out.append((ax.title, f"{name}: " if len(axes) > 1 else ""))
+    return out
+
+
+def _caption(fig) -> None:
+    """Moves the notes of every title into one caption under everything the figure draws, wrapped to its width."""
+    notes = []
+    for text, prefix in _titles(fig):
+        title, *rest = text.get_text().split(NOTES)
+        text.set_text(title)
+        notes += [prefix + n.replace("Fig. ", "Fig.\u00a0") for n in rest]          # never break "Fig. 3"
+    if not notes:
+        return
+    fig.canvas.draw()                                           # the layout settled: where the lowest artist ends
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0                                        # inches
+    chars = int(fig.get_figwidth() * 72 / (0.5 * CAPTION_SIZE))     # a character: about half a point size wide
+    body = "\n".join(textwrap.fill(n, chars, break_on_hyphens=False) for n in notes)
+    fig.text(0.0, (bottom - 0.05) / fig.get_figheight(), body, ha="left", va="top", fontsize=CAPTION_SIZE,
+             gid=CAPTION)
+
+
+def caption_of(fig) -> str:
+    """The caption save() wrote under the figure ("" if its titles had no notes)."""
+    return "\n".join(t.get_text() for t in fig.texts if t.get_gid() == CAPTION)
 
 
 def orders_note(counts, what: str = "bar", marked: bool = True) -> str:

@@ -1,11 +1,12 @@
 """Fig. 3: the last layer after one incremental phase. In the paper, a linear head (iCaRL, Eq. 3) ends up with larger
 weights and biases for the new classes than for the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen
 and imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all.
-Where the linear head's new classes do not have the larger mean norm (or bias), the panel's title says that the
-paper's imbalance is absent. The cosine scale is the paper's η (the code's attribute `sigma`)."""
+Where the linear head's new classes do not have the larger mean norm (or bias), the caption says that the paper's
+imbalance is absent. The cosine scale is the paper's η (the code's attribute `sigma`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.legend_handler import HandlerTuple
 
 from .common import PAGE, label, placeholder, save, style, titled
 
@@ -16,17 +17,20 @@ OLD, NEW = "tab:blue", "tab:red"
 def _scatter(ax, values: list[float], num_old: int, what: str) -> None:
     old, new = values[:num_old], values[num_old:]
     groups = ((range(num_old), old, OLD, "old"), (range(num_old, len(values)), new, NEW, "new"))
+    handles, labels = [], []
     for xs, ys, c, name in groups:
         if not ys:
             continue
         mean = sum(ys) / len(ys)
-        ax.scatter(list(xs), ys, s=6, color=c, label=f"{name} (mean {mean:.3g})", lw=0)
-        ax.hlines(mean, xs[0], xs[-1], color=c, lw=0.8, ls="--")
+        dots = ax.scatter(list(xs), ys, s=6, color=c, lw=0)
+        line = ax.hlines(mean, xs[0], xs[-1], color=c, lw=0.8, ls="--")
+        handles.append((dots, line))                    # one legend entry: the classes' dots and their mean's dashes
+        labels.append(f"{name} classes, dashed: their mean {mean:.3g}")
     ax.set_xlabel("class index (in the class order)")
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, markerscale=1.5, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-              handletextpad=0.1, columnspacing=0.8)
+    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, frameon=False, markerscale=1.5,
+              loc="upper center", bbox_to_anchor=(0.5, -0.2), handletextpad=0.3)
 
 
 def _mean(xs: list[float]) -> float:
@@ -69,7 +73,7 @@ def plot_weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: s
                   f"{sum(norms[n_old:]) / max(len(norms) - n_old, 1):.2f}, normalised away")
         scale = [eta if eta is not None else 1.0] * len(norms)
         title = f"{name} (cosine head, η = {eta:.2f})" if eta is not None else f"{name} (cosine head)"
-        panels.append((cosine, scale, f"{title}\n{stored}", "logit scale η‖θ̄‖", []))
+        panels.append((cosine, scale, title, "logit scale η‖θ̄‖", [stored]))
     if not panels:
         return placeholder(png, pdf, TITLE)
     with style():
