@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from smk import REPO, _copy_sources, env_for
@@ -50,11 +51,24 @@ def test_a_table_rule_the_workflow_lacks_stops_it(tmp_path):
     assert "rules in ucir.pipeline.RULES that the workflow lacks: list_classes" in p.stdout + p.stderr
 
 
-def test_the_slurm_profile_groups_and_cpus_are_the_tables():
+def test_the_slurm_profile_groups_are_the_tables():
     profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert profile["groups"] == pipeline.slurm_groups()
-    cpus = {rule: res["cpus_per_gpu"] for rule, res in profile["set-resources"].items() if "cpus_per_gpu" in res}
-    assert cpus == {r.name: r.threads for r in pipeline.RULES if r.gpu}
+
+
+@pytest.mark.parametrize("name", ["slurm", "workstation"])
+def test_the_profiles_give_every_gpu_rule_the_same_cpus_one_setting(name):
+    text = (REPO / "workflow" / "profiles" / name / "config.yaml").read_text()
+    threads = yaml.safe_load(text)["set-threads"]
+    assert set(threads) == {r.name for r in pipeline.RULES if r.gpu} and len(set(threads.values())) == 1
+    assert text.count("&cpus") == 1 and text.count("*cpus") == len(threads) - 1       # one anchor: one setting
+    assert "cpus_per_gpu" not in (yaml.safe_load(text).get("set-resources") or {})    # it follows the threads
+
+
+def test_a_gpu_jobs_cpus_follow_its_threads():
+    res = pipeline.resources_of("train_phase")
+    assert res["gpu"] == 1 and res["cpus_per_gpu"](None, threads=7) == 7
+    assert "cpus_per_gpu" not in pipeline.resources_of("aggregate")
 
 
 def test_the_makefile_runs_every_multi_threaded_rule_on_one_thread_on_cpus():

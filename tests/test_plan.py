@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from smk import REPO, dry_run, write_config
 from ucir.tools import plan
@@ -192,3 +193,13 @@ def test_no_torch_needed():
     import sys
     code = "import sys, ucir.tools.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(REPO)).returncode == 0
+
+
+def test_the_plan_says_how_many_cpus_a_folder_dataset_needs_per_gpu():
+    assert plan.cpus_per_gpu(plan.Rates(2000.0, 6000.0, "given")).endswith(
+        "9 CPUs per GPU at 2,000 images/s (the profile's set-threads)")           # 2000 / 250 + 1
+    assert "give --throughput or --bench" in plan.cpus_per_gpu(None)
+    config = yaml.safe_load((REPO / "configs" / "imagenet_subset.yaml").read_text())
+    runs = plan.check(config)
+    text = plan.report(config, runs, plan.plan_config(config, runs), plan.Rates(1000.0, 3000.0, "given"), "x")
+    assert "5 CPUs per GPU at 1,000 images/s" in text

@@ -479,7 +479,7 @@ def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run, src):
         assert f"-p {profile['default-resources']['slurm_partition']} " in call, (s.rule, call)
         if s.rule in gpu_rules:
             assert "--gpus=1" in call, (s.rule, call)
-            assert f"--cpus-per-gpu={profile['set-resources'][s.rule]['cpus_per_gpu']}" in call, (s.rule, call)
+            assert f"--cpus-per-gpu={profile['set-threads'][s.rule]}" in call, (s.rule, call)
             # Slurm granted the node's (fake) GPU: GPU 0 of gres.conf
             assert env.get("SLURM_GPUS_ON_NODE") == "1" and env.get("SLURM_JOB_GPUS") == "0", (s.rule, env)
             assert env.get("CUDA_VISIBLE_DEVICES") == "0", (s.rule, env)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 # The allowed values of every setting that takes a name: the one list of each (the schema's enums, the workflow's
 # wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
 SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
+FOLDER_SOURCES = ("imagenet", "imagenet_subset")     # JPEG folders, decoded by loader workers; the others live in memory
 BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
 HEADS = ("cosine", "linear")
 SELECTIONS = ("herding", "herding_official", "random")

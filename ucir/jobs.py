@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig
+from .config import FOLDER_SOURCES, RunConfig
 from .data.loaders import decode_workers
 from .deps import EXEMPLARS
 from .devices import describe, pick_device
@@ -75,7 +75,7 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
             training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"
             j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, training "
                   f"{training} (amp: {cfg.amp}), evaluation fp32, deterministic: {cfg.deterministic}"
-                  + (f", {j.workers} loader workers" if cfg.source in ("imagenet", "imagenet_subset") else ""))
+                  + (f", {j.workers} loader workers" if cfg.source in FOLDER_SOURCES else ""))
             yield j
             j.log("done")
         except BaseException:

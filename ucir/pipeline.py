@@ -97,11 +97,17 @@ def threads_of(name: str) -> int:
     return rule(name).threads
 
 
-def resources_of(name: str) -> dict[str, int]:
-    """A rule's `resources:` (Snakemake's names; the SLURM plugin turns gpu into --gpus, mem_mb into --mem and
-    runtime into -t)."""
+def _cpus_per_gpu(wildcards, threads) -> int:
+    return threads
+
+
+def resources_of(name: str) -> dict:
+    """A rule's `resources:` (Snakemake's names; the SLURM plugin turns gpu into --gpus, cpus_per_gpu into
+    --cpus-per-gpu, mem_mb into --mem and runtime into -t). A GPU job's CPUs are its threads, whatever sets them
+    (this table, or a profile's `set-threads`: folder data need one decode worker per CPU but one)."""
     r = rule(name)
-    return {**({"gpu": 1} if r.gpu else {}), "mem_mb": r.mem_mb, "runtime": r.runtime}
+    gpu = {"gpu": 1, "cpus_per_gpu": _cpus_per_gpu} if r.gpu else {}
+    return {**gpu, "mem_mb": r.mem_mb, "runtime": r.runtime}
 
 
 def script_of(name: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..config import FOLDER_SOURCES
 from . import sources
 from .order import OFFICIAL_SEED
 from .sources import CIFAR_FILES, CIFAR_FOLDER, CIFAR_MD5, MNIST_FILES, DatasetError
@@ -49,7 +50,7 @@ def data_problems(source: str, root: str | None, num_classes: int, train_per_cla
         return _cifar100(root, num_classes, need, download)
     if source == "fashion_mnist":
         return _fashion_mnist(root, num_classes, need)
-    if source in ("imagenet", "imagenet_subset"):
+    if source in FOLDER_SOURCES:
         return _imagenet(source, root, num_classes, need)
     raise ValueError(f"unknown data source {source!r}")
 

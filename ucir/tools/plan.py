@@ -25,6 +25,7 @@ fewer exemplars than asked and is counted as herding.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import time
@@ -37,7 +38,7 @@ from typing import Any
 import yaml
 
 from .. import deps, pipeline
-from ..config import IMAGES_PER_CLASS, ConfigError, RunConfig
+from ..config import FOLDER_SOURCES, IMAGES_PER_CLASS, ConfigError, RunConfig
 from ..grid import Run, expand_runs, shared_jobs
 
 TRAINING = ("train_base", "train_phase", "finetune_balanced")
@@ -48,6 +49,9 @@ RULES = (*pipeline.BY_NAME, pipeline.TARGET)                          # the orde
 # ucir.tools.bench's training rate is measured without an inference counterpart: a forward pass costs about a third of
 # a training step (forward + backward, the backward about twice the forward), so inference is taken 3x faster.
 INFERENCE_SPEEDUP = 3.0
+# JPEGs one loader worker decodes per second (ImageNet-sized, one idle core of the 2-core development VM:
+# docs/benchmarks.md): a GPU job on folder data wants R / DECODE_RATE workers, plus one CPU for training.
+DECODE_RATE = 250.0
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -220,6 +224,16 @@ def rates_given(train: float, inference: float | None) -> Rates:
                  f"{INFERENCE_SPEEDUP:g}x faster (a forward pass is about a third of a training step)")
 
 
+def cpus_per_gpu(rates: Rates | None) -> str:
+    """What a folder dataset's GPU jobs need: one decode worker per DECODE_RATE training images/s, plus one CPU."""
+    what = (f"JPEG folders: one loader worker decodes about {DECODE_RATE:.0f} images/s on an idle core "
+            f"(docs/benchmarks.md), so a GPU job needs R/{DECODE_RATE:.0f} + 1 CPUs for a GPU that trains R images/s")
+    if rates is None:
+        return what + " (give --throughput or --bench for the number); set it in the profile's set-threads"
+    return (what + f": {math.ceil(rates.train / DECODE_RATE) + 1} CPUs per GPU at {rates.train:,.0f} images/s "
+            "(the profile's set-threads)")
+
+
 def device_hours(p: Plan, rates: Rates) -> tuple[float, float]:
     """(training, inference) device-hours of a plan's image passes at these rates."""
     train = sum(p.passes[k] for k in TRAINING) / rates.train / 3600
@@ -256,6 +270,8 @@ def report(config: dict[str, Any], runs: list[Run], plans: dict[str, Plan], rate
         capped = "" if cfg.source == "synthetic" else "; capped by train_per_class / test_per_class"
         lines.append(f"dataset {ds}: {n_train:,.1f} training / {n_test:,.0f} test images per class "
                      f"({IMAGES_PER_CLASS[cfg.source].note}{capped})")
+        if cfg.source in FOLDER_SOURCES:
+            lines.append("  " + cpus_per_gpu(rates))
     rows = [["runs", *(f"{plans[c].runs:,}" for c in cols)]]
     rows += [[rule, *(f"{plans[c].jobs[rule]:,}" if plans[c].jobs[rule] else "-" for c in cols)]
              for rule in RULES if plans["total"].jobs[rule]]
