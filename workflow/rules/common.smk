@@ -31,7 +31,7 @@ SHARED = {}
 for _r in RUNS.values():
     for _key in shared_jobs(_r):
         SHARED.setdefault(_key, _r)
-# The package code each rule runs, hashed once per submission (ucir/codehash.py; README: What reruns when).
+# The package code of every rule, hashed once per submission (ucir/codehash.py; README: What reruns when).
 CODE = submission_hashes()
 # Where a base model and a run live, under results/ (and likewise under logs/ and benchmarks/).
 BASE = "{dataset}/base/{base}/seed{seed}"
