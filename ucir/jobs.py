@@ -15,7 +15,7 @@ import torch
 from .config import RunConfig
 from .deps import EXEMPLARS
 from .devices import describe, pick_device
-from .runtime import bf16_training, configure, prepare_environment
+from .runtime import configure, prepare_environment
 from .train.progress import EpochRecords
 
 # TorchInductor's cache, shared by every job of a workflow (relative to the working directory, where results/ is).
@@ -70,10 +70,9 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
                                    Path(log_path).with_suffix("") if cfg.tensorboard else None)
             j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class)
             j.device = pick_device(cfg.device, j.log)
-            configure(j.device, cfg.deterministic)
-            training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"
+            configure(j.device, cfg.deterministic, cfg.precision)
             j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, training "
-                  f"{training} (amp: {cfg.amp}), evaluation fp32, deterministic: {cfg.deterministic}"
+                  f"precision {cfg.precision}, evaluation fp32 (IEEE), deterministic: {cfg.deterministic}"
                   + (f", {j.workers} loader workers" if cfg.source in ("imagenet", "imagenet_subset") else ""))
             yield j
             j.log("done")

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import ENUMS, METHODS, ConfigError
+from .config import ENUMS, METHODS, REPLACED, ConfigError
 from .grid import Run, check_dataset_paths, expand_runs
 from .report import EXPERIMENT_PLOTS
 
@@ -57,6 +57,23 @@ def grid_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mapping(node: Any) -> dict:
+    return node if isinstance(node, dict) else {}
+
+
+def replaced_errors(config: dict[str, Any]) -> list[str]:
+    """Settings that were replaced (ucir.config.REPLACED), wherever a setting may stand, each with its
+    replacement: refused, never ignored."""
+    places = [("", config)]
+    places += [(f"datasets.{n}.settings.", _mapping(d).get("settings"))
+               for n, d in _mapping(config.get("datasets")).items()]
+    places += [(f"variants.{n}.", v) for n, v in _mapping(config.get("variants")).items()]
+    places += [(f"experiments.{n}.grid.", _mapping(e).get("grid"))
+               for n, e in _mapping(config.get("experiments")).items()]
+    return [f"{where}{key}: {REPLACED[key]}" for where, node in places
+            for key in sorted(set(_mapping(node)) & set(REPLACED))]
+
+
 def _fill_enums(node: Any, enums: dict[str, tuple]) -> Any:
     if isinstance(node, dict):
         node = {k: _fill_enums(v, enums) for k, v in node.items()}
@@ -80,7 +97,7 @@ def load_schema(path: str | Path) -> dict[str, Any]:
 def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:
     """Raise ConfigError on the first problem; return the runs the configuration asks for. check_paths=False: the
     dataset folders need not exist (planning a grid on a machine without its data)."""
-    errors = schema_errors(config, schema)
+    errors = replaced_errors(config) or schema_errors(config, schema)
     errors += [] if errors else grid_errors(config, schema)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
