@@ -32,7 +32,7 @@ from ucir.validate import check_config, load_schema
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)
-IEEE = ("ieee",) * 4                       # CUDA matmul, cuDNN conv, oneDNN matmul, oneDNN conv
+IEEE = ("ieee",) * 5                       # CUDA matmul, cuDNN conv, all of cuDNN, oneDNN matmul, oneDNN conv
 SCHED = dict(epochs=1, milestones=[], batch_size=8)
 
 
@@ -177,7 +177,7 @@ def test_tf32_only_inside_the_training_loop_on_a_gpu_that_has_it(monkeypatch, ca
     try:
         runtime._set(IEEE)
         with training_precision(CUDA, "tf32"):
-            assert fp32_precision() == ("tf32", "tf32", "ieee", "ieee")
+            assert fp32_precision() == ("tf32", "tf32", "tf32", "ieee", "ieee")
         assert fp32_precision() == IEEE
         for precision in ("fp32", "bf16"):
             with training_precision(CUDA, precision):

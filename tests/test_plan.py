@@ -211,7 +211,7 @@ def test_the_plan_prices_the_precision_the_configuration_trains_in(tmp_path, cap
     assert "measured in precision bf16" in err and "trains in fp32" in err and "PRECISION=fp32" in err
     assert plan.main(["--configfile", str(cfg), "--bench", str(tmp_path / "fp32.txt")]) == 0
     out = capsys.readouterr().out
-    assert "precision fp32" in out and "note: " not in out
+    assert "precision fp32" in out and "training precision" not in out and "priced at" not in out
     assert plan.main(["--configfile", str(cfg), "--throughput", "100"]) == 0
     assert "the rate does not say its training precision; the configuration trains in fp32" in capsys.readouterr().out
     both = copy.deepcopy(CONFIG)

@@ -114,9 +114,10 @@ def precision_problem(precision: str, device: torch.device) -> str | None:
 
 def _flags():
     """torch's fp32 precision flags (the API of torch >= 2.9; the older allow_tf32 flags are never touched: reading
-    them raises once these are set): CUDA matmuls, cuDNN convolutions, oneDNN's matmuls and convolutions (CPU)."""
+    them raises once these are set): CUDA matmuls, cuDNN convolutions, all of cuDNN (what TorchInductor's own
+    convolution kernels read), oneDNN's matmuls and convolutions (CPU)."""
     b = torch.backends
-    return b.cuda.matmul, b.cudnn.conv, b.mkldnn.matmul, b.mkldnn.conv
+    return b.cuda.matmul, b.cudnn.conv, b.cudnn, b.mkldnn.matmul, b.mkldnn.conv
 
 
 def fp32_precision() -> tuple[str, ...]:
@@ -130,8 +131,8 @@ def _set(values: tuple[str, ...]) -> None:
 
 
 def set_fp32_precision(cuda: str) -> None:
-    """CUDA matmuls and cuDNN convolutions in `cuda` ("ieee" or "tf32"); oneDNN's on the CPU "ieee" always."""
-    _set((cuda, cuda, "ieee", "ieee"))
+    """CUDA matmuls and cuDNN in `cuda` ("ieee" or "tf32"); oneDNN's on the CPU "ieee" always."""
+    _set((cuda, cuda, cuda, "ieee", "ieee"))
 
 
 def bf16_training(precision: str) -> bool:
