@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         args.per_class, args.test_per_class, args.epochs, args.backbone = 2, 1, 1, "resnet8"
         args.batch_size, args.bench_per_class, args.bench_rounds = 16, 2, 1
         args.decode_images, args.resnet18_batch, args.resnet18_steps = 8, 2, 1
-        args.jobs_per_gpu, args.sharing_seconds = [n for n in args.jobs_per_gpu if n <= 2], 1.0
+        args.jobs_per_gpu, args.sharing_seconds = [n for n in args.jobs_per_gpu if n <= 2] or [1], 1.0
         args.threads = args.threads or 1
     record = Record(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -359,7 +359,8 @@ def main(argv=None) -> int:
     section("precisions", lambda: bool(record.keep("precisions", precision_rates(device, args))))
     section("schedule", lambda: bool(record.keep("schedule", schedule(device, args, trainable(device)))))
     section("jobs per GPU", lambda: bool(record.keep("jobs per GPU", sharing.measure(
-        device, args.jobs_per_gpu, args.sharing_seconds, "fp32", args.bench_per_class, args.batch_size))))
+        device, args.jobs_per_gpu, args.sharing_seconds, "fp32", args.bench_per_class, args.batch_size,
+        torch.get_num_threads()))))
     if not args.no_tests:
         section("tests", lambda: cuda_tests(device))
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))

@@ -96,12 +96,14 @@ def run_together(device: torch.device, n: int, seconds: float, precision: str = 
 
 
 def measure(device: torch.device, jobs: list[int], seconds: float, precision: str = "fp32", per_class: int = 20,
-            batch_size: int = 128) -> dict[int, list[float]]:
-    """{N: the images/s of each of the N processes} for every N in `jobs`, printed as measured. On the CPU each
-    process gets an equal share of the cores (at least one thread)."""
+            batch_size: int = 128, cpu_threads: int | None = None) -> dict[int, list[float]]:
+    """{N: the images/s of each of the N processes} for every N in `jobs`, printed as measured. On the CPU the N
+    processes share `cpu_threads` torch threads (default: one per CPU), at least one each; on a GPU each has one."""
+    if not jobs or min(jobs) < 1:
+        raise ValueError(f"jobs per GPU: {jobs} is not a list of positive counts")
     out = {}
     for n in jobs:
-        threads = max(1, (os.cpu_count() or 1) // n) if device.type == "cpu" else 1
+        threads = max(1, (cpu_threads or os.cpu_count() or 1) // n) if device.type == "cpu" else 1
         out[n] = [r["rate"] for r in run_together(device, n, seconds, precision, per_class, batch_size, threads)]
         total = sum(out[n])
         print(f"{n} job(s) on {device}: {total:,.0f} images/s in all, {total / n:,.0f} per job "
