@@ -67,3 +67,23 @@ def test_jobs_per_gpu_start_together_and_each_report_a_rate():
 def test_a_worker_that_fails_is_reported_with_its_error():
     with pytest.raises(RuntimeError, match="(?s)ended before it was ready.*precision: tf32 cannot train"):
         sharing.run_together(CPU, 1, 0.1, precision="tf32", per_class=1, batch_size=16)
+
+
+def test_gpu_check_writes_its_record_where_asked_even_when_sections_are_skipped(tmp_path, monkeypatch, capsys):
+    """In-process and in a second: with no time budget every section is skipped, and the record says so."""
+    from ucir.tools import gpucheck
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")                 # prepare_environment's, undone after
+    threads = torch.get_num_threads()
+    try:
+        assert gpucheck.main(["--device", "cpu", "--tiny", "--budget-s", "-1", "--record",
+                              str(tmp_path / "r.md")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert f"record of what was measured: {tmp_path / 'r.md'}" in out
+    text = (tmp_path / "r.md").read_text()
+    headings = [line[4:] for line in text.splitlines() if line.startswith("### ")]
+    sections = ["environment", "bench", "determinism", "folder data", "precisions", "schedule", "jobs per GPU",
+                "tests"]
+    assert headings[:len(SUMMARY)] == list(SUMMARY) and set(sections) <= set(headings[len(SUMMARY):])
+    assert text.count("skipped: past the -1 s budget") >= len(sections)
