@@ -30,11 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
 from ..checkpoint import to_device
-from ..config import resolve
+from ..config import ENUMS, resolve
 from ..data import DeviceArrays, make_synthetic, spec_for
 from ..models import build_model
 from ..devices import pick_device
-from ..config import ENUMS
 from ..runtime import configure
 from ..train.loop import Objective, fit, make_optimizer
 
