@@ -242,7 +242,7 @@ def test_jobs_set_the_environment_before_cuda_starts(monkeypatch, tmp_path):
         configure(CPU, deterministic=False)
     assert seen == {"cublas": ":4096:8", "cache": str(tmp_path / "results/.cache/torchinductor")}
     log = (tmp_path / "job.log").read_text()
-    assert "training precision fp32, evaluation fp32 (IEEE), deterministic: True" in log
+    assert "fp32 (IEEE; no training in this job), deterministic: True" in log
 
 
 def test_prepare_environment_keeps_values_already_set(monkeypatch, tmp_path):

@@ -209,6 +209,15 @@ def test_a_job_asked_for_bf16_on_a_gpu_without_it_stops_before_any_work(monkeypa
     assert "precision: bf16 cannot train on this device (Fake GPU, compute capability 7.0" in log.read_text()
 
 
+def test_a_job_logs_its_training_precision_and_a_job_that_does_not_train_says_so(tmp_path):
+    from ucir.jobs import job
+    for settings, line in (({"precision": "bf16"}, "training precision bf16, evaluation fp32 (IEEE)"),
+                           ({}, "fp32 (IEEE; no training in this job)")):
+        with job(settings, {"device": "cpu"}, str(tmp_path / "job.log")) as j:
+            assert j.cfg.precision == settings.get("precision", "fp32")
+        assert line in (tmp_path / "job.log").read_text()
+
+
 def test_amp_is_refused_naming_precision(tmp_path):
     with pytest.raises(ConfigError, match="amp: true -> precision: bf16"):
         RunConfig.from_dict({"amp": True})

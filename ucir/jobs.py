@@ -71,8 +71,10 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
             j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class)
             j.device = pick_device(cfg.device, j.log)
             configure(j.device, cfg.deterministic, cfg.precision)
-            j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, training "
-                  f"precision {cfg.precision}, evaluation fp32 (IEEE), deterministic: {cfg.deterministic}"
+            numerics = (f"training precision {cfg.precision}, evaluation fp32 (IEEE)" if "precision" in settings
+                        else "fp32 (IEEE; no training in this job)")
+            j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, {numerics}, "
+                  f"deterministic: {cfg.deterministic}"
                   + (f", {j.workers} loader workers" if cfg.source in ("imagenet", "imagenet_subset") else ""))
             yield j
             j.log("done")
