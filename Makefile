@@ -42,8 +42,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(SMK) --lint --configfile configs/demo.yaml
 
+## PRECISION=fp32|tf32|bf16: the training precision measured (default fp32, a configuration's default).
+PRECISION ?= fp32
 bench: $(STAMP)
-	$(BIN)/python -m ucir.tools.bench --device auto
+	$(BIN)/python -m ucir.tools.bench --device auto --precision $(PRECISION)
 
 ## What a configuration costs, in seconds and without data: runs, jobs per rule, Slurm allocations, image passes;
 ## device-hours with a throughput: make plan THROUGHPUT=<training images/s>, or make bench | tee bench.txt, then
@@ -59,8 +61,9 @@ plan: $(STAMP)
 startup: $(STAMP)
 	$(BIN)/python -m ucir.tools.startup
 
-## First run on a new GPU box (<= 10 min on one H100): environment, bench, determinism, a CIFAR-100-shaped
-## 10-phase schedule in fp32 and bf16 with its 160-epoch estimate, the CUDA tests. docs/gpu.md.
+## First run on a new GPU box (<= 10 min on one H100): environment, bench, determinism, images/s per precision, a
+## CIFAR-100-shaped 10-phase schedule per precision with its 160-epoch estimate, 1/2/4/8 jobs per GPU, the CUDA
+## tests; it writes docs/gpu-check/<GPU>.md, ready to commit. docs/gpu.md.
 ## CPU dry run: make gpu-check GPU_CHECK="--device cpu --tiny"
 GPU_CHECK ?=
 gpu-check: $(STAMP)

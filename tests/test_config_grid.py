@@ -165,7 +165,7 @@ def test_the_bf16_control_runs_the_fashion_mnist_protocol_at_30_epochs():
     assert control["settings"]["train"] == {"epochs": 30, "lr": 0.1, "milestones": [15, 22], "batch_size": 128}
     assert {k: v for k, v in main.items() if k != "settings"} == {k: v for k, v in control.items() if k != "settings"}
     (exp,) = yaml.safe_load((REPO / "configs/fashion_mnist_precision.yaml").read_text())["experiments"].values()
-    assert exp["grid"] == {"amp": [False, True]} and len(yaml.safe_load(
+    assert exp["grid"] == {"precision": ["fp32", "bf16"]} and len(yaml.safe_load(
         (REPO / "configs/fashion_mnist_precision.yaml").read_text())["seeds"]) >= 3
 
 

@@ -1,5 +1,6 @@
-"""Issues 18 (7) and 23 (1, 2): `make gpu-check` checks a GPU or fails, and a CPU dry run says it was not a GPU
-check; the default jobs per GPU follows from the memory a job needs, measured from tensor sizes."""
+"""Issues 18 (7) and 23 (1, 2, 6): `make gpu-check` checks a GPU or fails, a CPU dry run says it was not a GPU check
+and writes its record like a GPU run (here on the CPU with tiny sizes, every section, the CUDA tests left out); the
+default jobs per GPU follows from the memory a job needs, measured from tensor sizes."""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 from ucir import devices
 from ucir.devices import DEFAULT_JOBS_PER_GPU, GpuPolicy, GpuProbe
 from ucir.tools import gpucheck, jobmemory
+
+from ucir.tools.gpurecord import SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
 DRY_OK = "gpu-check: CPU dry run ok (this was not a GPU check)"
@@ -118,15 +121,25 @@ def test_the_default_jobs_per_gpu_fit_the_memory_a_job_needs():
 
 
 @pytest.mark.workflow
-def test_gpu_check_runs_end_to_end_on_the_cpu():
-    r = subprocess.run([sys.executable, "-m", "ucir.tools.gpucheck", "--device", "cpu", "--tiny", "--no-tests"],
-                       cwd=REPO, capture_output=True, text=True, timeout=900)
+def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
+    record = tmp_path / "gpu-check.md"
+    r = subprocess.run([sys.executable, "-m", "ucir.tools.gpucheck", "--device", "cpu", "--tiny", "--no-tests",
+                        "--record", str(record)], cwd=REPO, capture_output=True, text=True, timeout=900)
     out = r.stdout
     assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]
-    for section in ("environment", "device", "memory", "bench", "determinism", "folder data", "schedule"):
+    sections = ("environment", "device", "memory", "bench", "determinism", "folder data", "precisions", "schedule",
+                "jobs per GPU")
+    for section in sections:
         assert f"\n== {section}\n" in out, section
     assert "torch 2." in out and "CUDA build" in out and "device: cpu" in out
     assert "ratio: " in out and "bit-identical weights" in out and "one DataLoader worker:" in out
     assert "B50 + 10 phases of 5" in out and out.count("at 160 epochs per phase:") == 2
     assert "bf16 - fp32: CNN" in out and "skipped" not in out
     assert _last_line(out) == DRY_OK
+    assert "fp32: " in out and "1 job(s) on cpu: " in out and "2 job(s) on cpu: " in out
+    assert f"record of what was measured: {record}" in out
+    text = record.read_text()
+    headings = [line[4:] for line in text.splitlines() if line.startswith("### ")]
+    assert headings == [*SUMMARY, *sections]
+    for measured in ("| fp32 |", "| bf16 |", "| 1 |", "| 2 |"):         # precisions, schedule, jobs per GPU
+        assert measured in text, measured

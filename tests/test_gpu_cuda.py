@@ -1,6 +1,7 @@
 """Issue 18 on a real GPU (pytest -m cuda; `make gpu-check` runs them; skipped without CUDA): a training step
-never waits for the GPU, `deterministic: true` gives bit-identical weights with every kernel deterministic, bf16
-training with fp32 evaluation, folder batches pinned and on the GPU, and a job's CUDA context only on its GPU.
+never waits for the GPU, `deterministic: true` gives bit-identical weights with every kernel deterministic, each
+precision the GPU has in training (issue 23: TF32 only there, bf16 autocast) with IEEE fp32 evaluation, folder
+batches pinned and on the GPU, and a job's CUDA context only on its GPU.
 
 UCIR_TEST_DEVICE=cpu runs the same code on the CPU (what can be checked there) to try the file without a GPU."""
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ucir.config import resolve
 from ucir.data import load_run_data
 from ucir.features import extract
 from ucir.models import build_model
-from ucir.runtime import bf16_training
+from ucir.runtime import fp32_precision, precision_problem
 from ucir.train.loop import Objective, fit
 from ucir.train.stages import grow_head
 
@@ -105,7 +106,7 @@ for _ in range(2):
     data = T.load_run_data(cfg, T.DEVICE)
     net, objective, idx = T._incremental(cfg, data)
     T.fit(net, objective, data.train_loader, idx, cfg.train, device=T.DEVICE, g=torch.Generator().manual_seed(0),
-          log=lambda s: None, desc="phase 1", amp=cfg.amp)
+          log=lambda s: None, desc="phase 1", precision=cfg.precision)
     out.append({{k: v.detach().cpu() for k, v in net.state_dict().items()}})
 print(json.dumps({{"same": all(torch.equal(out[0][k], out[1][k]) for k in out[0]),
                   "warn_only": torch.is_deterministic_algorithms_warn_only_enabled()}}))
@@ -122,21 +123,25 @@ def test_deterministic_training_is_bit_identical_and_strict():
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"same": True, "warn_only": False}
 
 
-def test_bf16_training_and_fp32_decisions_on_this_device():
-    cfg = _cfg(amp="auto")
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_each_precision_in_training_and_ieee_fp32_decisions_on_this_device(precision):
+    if precision_problem(precision, DEVICE):
+        pytest.skip(precision_problem(precision, DEVICE))
+    cfg = _cfg(precision=precision)
     data = load_run_data(cfg, DEVICE)
     net, objective, idx = _incremental(cfg, data)
     seen = {"train": set(), "eval": set()}
     mode = ["train"]
     for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.register_forward_hook(lambda mod, i, o: seen[mode[0]].add(o.dtype))
+        if isinstance(m, torch.nn.Conv2d):      # output dtype, CUDA matmul and cuDNN conv flags at the time
+            m.register_forward_hook(lambda mod, i, o: seen[mode[0]].add((o.dtype, fp32_precision()[:2])))
     fit(net, objective, data.train_loader, idx, cfg.train, device=DEVICE, g=torch.Generator().manual_seed(0),
-        log=lambda s: None, desc="phase 1", amp=cfg.amp)
+        log=lambda s: None, desc="phase 1", precision=cfg.precision)
     mode[0] = "eval"
     feats, logits = extract(net, data.test_loader, data.test_indices(0, 4), 16, DEVICE, logits=True)
-    assert seen["train"] == ({torch.bfloat16} if bf16_training("auto", DEVICE) else {torch.float32})
-    assert seen["eval"] == {torch.float32} and feats.dtype == logits.dtype == torch.float32
+    flags = ("tf32", "tf32") if precision == "tf32" else ("ieee", "ieee")
+    assert seen["train"] == {(torch.bfloat16 if precision == "bf16" else torch.float32, flags)}
+    assert seen["eval"] == {(torch.float32, ("ieee", "ieee"))} and feats.dtype == logits.dtype == torch.float32
 
 
 def test_folder_batches_arrive_pinned_on_the_gpu(tmp_path):

@@ -24,8 +24,9 @@ from ucir import devices
 from ucir.devices import (CUDA_REQUESTED, DEFAULT_JOBS_PER_GPU, GpuPolicy, GpuProbe, arch_supported, choose_gpu,
                           gpu_evidence, gpus_given, pick_device)
 
+from ucir.runtime import configure, prepare_environment
+
 REPO = Path(__file__).resolve().parents[1]
-from ucir.runtime import bf16_training, configure, prepare_environment
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -453,19 +454,6 @@ def test_the_workstation_profile_runs_as_many_gpu_jobs_as_one_gpu_has_slots():
 
 
 # ----------------------------------------------------------------------------- 6: numerics switches
-@pytest.mark.parametrize("cap,auto,true", [((7, 0), False, False), ((7, 5), False, False), ((8, 0), True, True),
-                                           ((8, 6), True, True), ((9, 0), True, True)])
-def test_bf16_training_only_on_gpus_that_have_it(monkeypatch, cap, auto, true):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
-    assert bf16_training("auto", CUDA) is auto
-    assert bf16_training(True, CUDA) is true
-    assert bf16_training(False, CUDA) is False
-
-
-def test_bf16_training_on_the_cpu_only_when_asked_for():
-    assert (bf16_training("auto", CPU), bf16_training(True, CPU), bf16_training(False, CPU)) == (False, True, False)
-
-
 def test_determinism_is_an_error_not_a_warning_and_sets_the_cublas_workspace(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     try:
@@ -500,7 +488,7 @@ def test_jobs_set_the_environment_before_cuda_starts(monkeypatch, tmp_path):
         configure(CPU, deterministic=False)
     assert seen == {"cublas": ":4096:8", "cache": str(tmp_path / "results/.cache/torchinductor")}
     log = (tmp_path / "job.log").read_text()
-    assert "training fp32 (amp: False), evaluation fp32, deterministic: True" in log
+    assert "fp32 (IEEE; no training in this job), deterministic: True" in log
 
 
 def test_prepare_environment_keeps_values_already_set(monkeypatch, tmp_path):

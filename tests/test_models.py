@@ -177,7 +177,7 @@ def test_grow_head_imprints_rows_from_teacher_features():
     from ucir.train.stages import grow_head
     torch.manual_seed(7)
     cfg = resolve("lucir", dict(num_classes=6, base_classes=4, phases=1, backbone="resnet8", source="synthetic",
-                                train_per_class=12, test_per_class=2, amp=False, eval_batch_size=7))
+                                train_per_class=12, test_per_class=2, precision="fp32", eval_batch_size=7))
     data = load_run_data(cfg, torch.device("cpu"))
     net = build_model("resnet8", "cosine", 4, 3, last_relu=False)
     with torch.no_grad():

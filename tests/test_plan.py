@@ -203,3 +203,29 @@ def test_the_plan_says_how_many_cpus_a_folder_dataset_needs_per_gpu():
     runs = plan.check(config)
     text = plan.report(config, runs, plan.plan_config(config, runs), plan.Rates(1000.0, 3000.0, "given"), "x")
     assert "5 CPUs per GPU at 1,000 images/s" in text
+
+
+def test_the_plan_prices_the_precision_the_configuration_trains_in(tmp_path, capsys):
+    """Issue 23 (3): a rate measured in another precision than the configuration's is refused; one that does not
+    say its precision, or a configuration of several, gets a note."""
+    bench = ("device cuda (NVIDIA H100 80GB HBM3), 1 threads, 2000 images/round, batch 128, ResNet-32, LUCIR ...\n"
+             "precision: {} (ucir's loop; the naive loop is fp32 as the official code)\n"
+             "ucir  images/s: min 9000.0  median 10000.0  max 11000.0\n")
+    for precision in ("fp32", "bf16"):
+        (tmp_path / f"{precision}.txt").write_text(bench.format(precision))
+    assert plan.rates_from_bench(bench.format("bf16"), "b").precision == "bf16"
+    assert "precision bf16" in plan.rates_from_bench(bench.format("bf16"), "b").source
+    cfg = write_config(tmp_path / "c.yaml", CONFIG)                                  # trains in fp32
+    assert plan.main(["--configfile", str(cfg), "--bench", str(tmp_path / "bf16.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "measured in precision bf16" in err and "trains in fp32" in err and "PRECISION=fp32" in err
+    assert plan.main(["--configfile", str(cfg), "--bench", str(tmp_path / "fp32.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "precision fp32" in out and "training precision" not in out and "priced at" not in out
+    assert plan.main(["--configfile", str(cfg), "--throughput", "100"]) == 0
+    assert "the rate does not say its training precision; the configuration trains in fp32" in capsys.readouterr().out
+    both = copy.deepcopy(CONFIG)
+    both["experiments"]["main"]["grid"] = {"precision": ["fp32", "bf16"]}
+    cfg = write_config(tmp_path / "both.yaml", both)
+    assert plan.main(["--configfile", str(cfg), "--bench", str(tmp_path / "bf16.txt")]) == 0
+    assert "trains in bf16, fp32; every training pass is priced at the bf16 rate" in capsys.readouterr().out

@@ -47,7 +47,7 @@ BASE = dict(epochs=8, lr=0.1, milestones=[5], batch_size=64)
 INCR = dict(epochs=5, lr=0.1, milestones=[3], batch_size=64)
 SETTINGS = dict(dataset="syn", source="synthetic", num_classes=10, base_classes=6, phases=2, seed=1993,
                 train_per_class=120, test_per_class=40, backbone="resnet8", base_train=BASE, train=INCR,
-                lambda_base=5.0, per_class=20, amp=False, device="cpu")
+                lambda_base=5.0, per_class=20, precision="fp32", device="cpu")
 
 
 def run_protocol(cfg):

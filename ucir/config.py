@@ -20,7 +20,14 @@ ENUMS: dict[str, tuple] = {
     "cs_loss": ("official", "l1"),
     "mr_reduction": ("pairs", "anchors"),
     "device": ("auto", "cpu", "cuda"),
-    "amp": ("auto", True, False),
+    "precision": ("fp32", "tf32", "bf16"),
+}
+
+# Settings that were renamed or replaced: named in the error a configuration that still sets them gets.
+REPLACED: dict[str, str] = {
+    "amp": "amp was replaced by precision (fp32 | tf32 | bf16, a result setting): amp: false -> precision: fp32, "
+           "amp: true -> precision: bf16; amp: auto is gone (it chose bf16 or fp32 from the device, so a grid moved "
+           "between devices mixed precisions): pick one precision (docs/method-notes.md, Precision)",
 }
 
 
@@ -124,11 +131,11 @@ class RunConfig:
     base_train: Schedule = field(default_factory=Schedule)
     train: Schedule = field(default_factory=Schedule)
     cbf_train: Schedule = field(default_factory=lambda: Schedule(epochs=20, lr=0.01, milestones=[10]))
+    precision: str = "fp32"               # training: fp32 (IEEE, as the official code) | tf32 | bf16 (autocast);
+    #                                     # evaluation, herding, imprinting, NME: IEEE fp32 always (ucir.runtime)
     # execution (does not change the arithmetic on CPU)
     device: str = "auto"                  # auto | cpu | cuda
     deterministic: bool = False
-    amp: bool | str = False               # bf16 training: false (fp32, as the official code) | auto (CUDA GPUs of
-    #                                     # capability >= 8.0) | true (the CPU too); docs/benchmarks.md: bf16 control
     channels_last: bool = True            # memory format of the network (CUDA and CPU)
     compile: bool = False
     eval_batch_size: int = 512
@@ -142,6 +149,9 @@ class RunConfig:
         checked whole (ucir.deps.stage_settings): the fields it lacks keep their defaults and are never read."""
         d = dict(d)
         names = {f.name for f in dataclasses.fields(cls)}
+        replaced = [REPLACED[k] for k in sorted(set(d) & set(REPLACED))]
+        if replaced:
+            raise ConfigError("; ".join(replaced))
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown run setting(s): {', '.join(unknown)}")

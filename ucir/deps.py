@@ -65,7 +65,7 @@ RULES = (
     Rule(("train",), ("train_phase",)),
     Rule(("method",), ("train_phase",), implied=True),                           # the run's folder
     Rule(("cbf_train",), ("finetune_balanced",)),
-    Rule(("amp",), ("train_base", *INCREMENTAL)),
+    Rule(("precision",), ("train_base", *INCREMENTAL)),
     Rule(("distill", "margin_ranking"), INCREMENTAL),
     Rule(("lambda_base", "lambda_rule"), INCREMENTAL, _uses_lambda,
          "with the adaptive weight: distill: feature, or cosine_scores with cs_loss: l1"),

@@ -111,7 +111,7 @@ def select_exemplars(cfg, phase: int, ckpt: dict, prev_memory: dict | None, data
         rank = {"herding": herding, "herding_official": herding_official}.get(cfg.selection)   # None: random
         if rank is not None:
             feats = extract(load_model(ckpt, cfg, phase, device), data.train_loader, idx, cfg.eval_batch_size,
-                            device, log=log, what="new-class training images")   # fp32 whatever amp says
+                            device, log=log, what="new-class training images")   # fp32 whatever the precision
         for c in range(lo, hi):
             mine = labels == c
             ranking = rank(feats[mine], m) if rank is not None else random_ranking(int(mine.sum()), m, g)

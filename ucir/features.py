@@ -1,8 +1,9 @@
 """Features and predictions in large batches, without gradients (herding, imprinting, NME, evaluation).
 
-Always in fp32 (no autocast, no TF32), whatever the run's `amp` says: these numbers make decisions (argmax ties,
-herding picks, nearest means) or are stored (imprinted weights, class means), and bf16's step of ~0.004 in a
-cosine score would change them (docs/method-notes.md, Precision). Training may use bf16; ucir.runtime.bf16_training decides.
+Always in IEEE fp32 (no autocast, no TF32), whatever the run's `precision` says: these numbers make decisions
+(argmax ties, herding picks, nearest means) or are stored (imprinted weights, class means), and bf16's step of
+~0.004 in a cosine score would change them (docs/method-notes.md, Precision). Training may use TF32 or bf16
+(ucir.runtime.training_precision).
 """
 from __future__ import annotations
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import deps
-from .config import BACKBONES, HEADS, SELECTIONS, ConfigError, RunConfig, resolve
+from .config import BACKBONES, ENUMS, HEADS, SELECTIONS, ConfigError, RunConfig, resolve
 
 DATASET_KEYS = ("source", "num_classes", "base_classes")          # what a run reads of its dataset's entry
 DOWNLOADABLE = ("cifar100",)
-AMP_DEFAULT = RunConfig().amp
+PRECISION_DEFAULT = RunConfig().precision                         # fp32: no suffix
 
 
 @dataclass
@@ -69,12 +69,12 @@ class Run:
 
 def base_name(cfg: RunConfig) -> str:
     """A base model: head and backbone, plus the ReLU choice where it is not the head's usual one and the training
-    precision where `amp` is not the default fp32 (-bf16: amp true, -auto: amp auto)."""
+    training precision where it is not the default fp32 (-tf32, -bf16)."""
     name = f"{cfg.head}-{cfg.backbone}"
     if cfg.last_relu != (cfg.head != "cosine"):
         name += "-relu" if cfg.last_relu else "-norelu"
-    if cfg.amp != AMP_DEFAULT:
-        name += {True: "-bf16", False: "-fp32", "auto": "-auto"}[cfg.amp]
+    if cfg.precision != PRECISION_DEFAULT:
+        name += f"-{cfg.precision}"
     return name
 
 
@@ -90,7 +90,8 @@ def evaluation_name(cfg: RunConfig) -> str:
 
 
 # regular expressions of the names above (the workflow's wildcard constraints)
-BASE_PATTERN = f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?(-bf16|-fp32|-auto)?"
+BASE_PATTERN = (f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?"
+                f"(-{'|-'.join(p for p in ENUMS['precision'] if p != PRECISION_DEFAULT)})?")
 MEMORY_PATTERN = f"none|({'|'.join(SELECTIONS)})[0-9]+"
 EVALUATION_PATTERN = "metrics(_noflip)?"
 

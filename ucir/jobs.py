@@ -16,7 +16,7 @@ from .config import FOLDER_SOURCES, RunConfig
 from .data.loaders import decode_workers
 from .deps import EXEMPLARS
 from .devices import describe, pick_device
-from .runtime import bf16_training, configure, prepare_environment
+from .runtime import configure, prepare_environment
 from .train.progress import EpochRecords
 
 # TorchInductor's cache, shared by every job of a workflow (relative to the working directory, where results/ is).
@@ -71,10 +71,11 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
                                    Path(log_path).with_suffix("") if cfg.tensorboard else None)
             j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class)
             j.device = pick_device(cfg.device, j.log)
-            configure(j.device, cfg.deterministic)
-            training = "bf16" if bf16_training(cfg.amp, j.device) else "fp32"
-            j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, training "
-                  f"{training} (amp: {cfg.amp}), evaluation fp32, deterministic: {cfg.deterministic}"
+            configure(j.device, cfg.deterministic, cfg.precision)
+            numerics = (f"training precision {cfg.precision}, evaluation fp32 (IEEE)" if "precision" in settings
+                        else "fp32 (IEEE; no training in this job)")
+            j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, {numerics}, "
+                  f"deterministic: {cfg.deterministic}"
                   + (f", {j.workers} loader workers" if cfg.source in FOLDER_SOURCES else ""))
             yield j
             j.log("done")

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import ENUMS, METHODS, ConfigError, RunConfig
+from .config import ENUMS, METHODS, REPLACED, ConfigError, RunConfig
 from .grid import Run, check_data, check_downloads, execution_settings, expand_runs
 from .report import EXPERIMENT_PLOTS
 
@@ -78,6 +78,23 @@ def grid_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
                     out.append(f"{where}: {_short(value)} is not allowed ({e.message}); allowed: "
                                f"{_allowed(e.schema)}")
     return out
+
+
+def _mapping(node: Any) -> dict:
+    return node if isinstance(node, dict) else {}
+
+
+def replaced_errors(config: dict[str, Any]) -> list[str]:
+    """Settings that were replaced (ucir.config.REPLACED), wherever a setting may stand, each with its
+    replacement: refused, never ignored."""
+    places = [("", config)]
+    places += [(f"datasets.{n}.settings.", _mapping(d).get("settings"))
+               for n, d in _mapping(config.get("datasets")).items()]
+    places += [(f"variants.{n}.", v) for n, v in _mapping(config.get("variants")).items()]
+    places += [(f"experiments.{n}.grid.", _mapping(e).get("grid"))
+               for n, e in _mapping(config.get("experiments")).items()]
+    return [f"{where}{key}: {REPLACED[key]}" for where, node in places
+            for key in sorted(set(_mapping(node)) & set(REPLACED))]
 
 
 # ---- values as people write them ------------------------------------------------------------------------------
@@ -234,9 +251,11 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bo
     the schema expects one become one, in `config` itself. check_paths: the data of the datasets the runs read are
     checked too (ucir.grid.check_data, as a real run); False: they are not (planning a grid on a machine without
     its data; the workflow checks them itself, knowing a dry run)."""
-    coerce_config(config, schema)
-    errors = schema_errors(config, schema)
-    errors += [] if errors else grid_errors(config, schema) + repeated_errors(config)
+    errors = replaced_errors(config)
+    if not errors:
+        coerce_config(config, schema)
+        errors = schema_errors(config, schema)
+        errors += [] if errors else grid_errors(config, schema) + repeated_errors(config)
     if errors:
         raise ConfigError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
     check_downloads(config)

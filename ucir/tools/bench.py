@@ -1,14 +1,15 @@
 """Benchmark: ucir's training loop against a naive reference loop, side by side in one process.
 
-    python -m ucir.tools.bench --device auto          (make bench)
+    python -m ucir.tools.bench --device auto [--precision fp32|tf32|bf16]          (make bench [PRECISION=...])
 
 Both loops train the same ResNet-32 with the same LUCIR incremental objective (CE + less-forget + margin ranking
 against a teacher, 50 old of 100 classes) on the same synthetic CIFAR-100-shaped data, with the same batch size.
 The naive loop feeds the model the way the official code does: a map-style Dataset of HWC uint8 arrays with
 per-sample PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader with
 2 workers, fp32, NCHW, teacher under no_grad. ucir's loop (ucir.train.fit) keeps the data on the device as uint8
-and crops/flips/normalises whole batches there, runs the network channels_last (CPU and CUDA), and on CUDA adds bf16
-autocast (on GPUs of compute capability >= 8.0, amp "auto") and cudnn autotuning. Both loops run in this one
+and crops/flips/normalises whole batches there, runs the network channels_last (CPU and CUDA), trains in the
+precision asked for (--precision, default fp32, a configuration's default: the rate `make plan BENCH=...` prices; the
+output's `precision:` line names it) and on CUDA adds cudnn autotuning. Both loops run in this one
 process, so both get ucir's allocator setting (freed memory kept for reuse, ucir.runtime.retain_freed_memory);
 `--default-malloc` leaves glibc's defaults, to measure that setting on its own in a second run.
 Rounds alternate (ucir, naive, ucir, ...); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
@@ -29,11 +30,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
 from ..checkpoint import to_device
-from ..config import resolve
+from ..config import ENUMS, resolve
 from ..data import DeviceArrays, make_synthetic, spec_for
 from ..models import build_model
 from ..devices import pick_device
-from ..runtime import bf16_training, configure
+from ..runtime import configure
 from ..train.loop import Objective, fit, make_optimizer
 
 
@@ -74,6 +75,50 @@ def _sync(device):
         torch.cuda.synchronize(device)                                  # the GPU being measured, not GPU 0
 
 
+def lucir_setup(device: torch.device, per_class: int, batch_size: int):
+    """The benchmark's setting, for ucir's loop alone: ResNet-32 (channels_last), LUCIR's incremental objective
+    against a 50-class teacher, 100 classes of synthetic CIFAR-shaped images, all on `device`. Returns (cfg, the
+    data, the objective, a function that builds the same fresh student each time)."""
+    cfg = resolve("lucir", dict(source="synthetic", num_classes=100, base_classes=50, phases=5, device=device.type,
+                                train=dict(epochs=1, milestones=[], batch_size=batch_size)))
+    train, _ = make_synthetic(100, per_class, 1, seed=0)
+    torch.manual_seed(0)
+    teacher = to_device(build_model("resnet32", "cosine", 50, 3, False), cfg, device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def fresh():
+        torch.manual_seed(1)
+        return to_device(build_model("resnet32", "cosine", 100, 3, False), cfg, device)
+    return cfg, DeviceArrays(train, spec_for("synthetic"), device), Objective(cfg, 50, 5.0, teacher), fresh
+
+
+def train_for(setup, net, device: torch.device, precision: str, seconds: float, seed: int = 0) -> tuple[int, float]:
+    """Epochs of ucir's loop (ucir.train.fit) over the setup's data, one after the other on `net`, until `seconds`
+    have passed (at least one): (images trained, seconds taken)."""
+    cfg, data, objective, _ = setup
+    indices = torch.arange(len(data.targets))
+    images, t0 = 0, time.perf_counter()
+    while images == 0 or time.perf_counter() - t0 < seconds:
+        fit(net, objective, data, indices, cfg.train, device=device, g=torch.Generator().manual_seed(seed + images),
+            log=lambda s: None, desc="bench", precision=precision)
+        _sync(device)
+        images += len(indices)
+    return images, time.perf_counter() - t0
+
+
+def precision_rates(device: torch.device, precisions, per_class: int, batch_size: int, rounds: int) -> dict:
+    """Median training images/s of ucir's loop in each precision, over `rounds` epochs after one of warm-up."""
+    setup = lucir_setup(device, per_class, batch_size)
+    out = {}
+    for precision in precisions:
+        net = setup[3]()
+        train_for(setup, net, device, precision, 0.0)                         # warm-up (cudnn autotuning)
+        out[precision] = statistics.median(n / s for n, s in (train_for(setup, net, device, precision, 0.0, r)
+                                                              for r in range(1, rounds + 1)))
+    return out
+
+
 def _demo_wall_time() -> str:
     """Elapsed time of the latest complete demo run in this folder, as Snakemake logged it."""
     for log in sorted(glob.glob(".snakemake/log/*.snakemake.log"), key=os.path.getmtime, reverse=True):
@@ -95,10 +140,12 @@ def main(argv=None) -> None:
                     help="keep glibc's allocator defaults (ucir's jobs keep freed memory for reuse)")
     ap.add_argument("--phase-epochs", type=int, default=1, help="epochs of the timed incremental phase")
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: one per CPU)")
+    ap.add_argument("--precision", default="fp32", choices=ENUMS["precision"],
+                    help="ucir's loop trains in this precision (a configuration's `precision`; default fp32)")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
-    configure(device, deterministic=False, keep_freed_memory=not args.default_malloc)
+    configure(device, deterministic=False, precision=args.precision, keep_freed_memory=not args.default_malloc)
     if device.type == "cpu":
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
     spec = spec_for("synthetic")
@@ -125,9 +172,9 @@ def main(argv=None) -> None:
                         num_workers=args.workers, persistent_workers=args.workers > 0)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{torch.get_num_threads()} threads, {n} images/round, batch {args.batch_size}, ResNet-32, "
-          f"LUCIR objective (CE + LF + MR, teacher with 50 classes), ucir loop "
-          f"{'bf16' if bf16_training('auto', device) else 'fp32'}, "
+          f"LUCIR objective (CE + LF + MR, teacher with 50 classes), "
           f"{'glibc default allocator' if args.default_malloc else 'freed memory kept for reuse'}")
+    print(f"precision: {args.precision} (ucir's loop; the naive loop is fp32 as the official code)")
 
     ucir_teacher = to_device(copy.deepcopy(teacher), cfg, device)   # .to() works in place: keep the naive one NCHW
     speeds = {"ucir": [], "naive": []}
@@ -139,7 +186,7 @@ def main(argv=None) -> None:
             if name == "ucir":
                 net = to_device(net, cfg, device)
                 fit(net, Objective(cfg, 50, lam, ucir_teacher), dev_data, indices, cfg.train, device=device,
-                    g=torch.Generator().manual_seed(r), log=lambda s: None, desc="bench", amp="auto")
+                    g=torch.Generator().manual_seed(r), log=lambda s: None, desc="bench", precision=args.precision)
             else:
                 opt, _ = make_optimizer(net.parameters(), cfg.train)
                 naive_epoch(net, Objective(cfg, 50, lam, teacher), loader, opt, device)
@@ -158,6 +205,7 @@ def main(argv=None) -> None:
     from ..exemplars import select_exemplars
     pcfg = resolve("lucir", dict(dataset="bench", source="synthetic", num_classes=100, base_classes=50, phases=5,
                                  train_per_class=args.per_class, test_per_class=10, device=device.type,
+                                 precision=args.precision,
                                  base_train=dict(epochs=1, milestones=[], batch_size=args.batch_size),
                                  train=dict(epochs=args.phase_epochs, milestones=[], batch_size=args.batch_size)))
     data = load_run_data(pcfg, device)

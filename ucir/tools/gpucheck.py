@@ -7,8 +7,8 @@ Sections, each printed as it completes:
   environment   python, torch, its CUDA build and kernel architectures, the driver's CUDA version, NVML, every
                 visible GPU (name, compute capability, memory, bf16), the GPU variables this process was given,
                 every sign of an NVIDIA GPU found without torch, and why torch cannot use CUDA if it cannot
-  device        the GPU a job with `device: auto` takes (ucir.devices.pick_device); no GPU, or one torch cannot
-                use, fails the check (`--device cpu` is a dry run)
+  device        the GPU a job with `device: auto` takes (ucir.devices.pick_device) and the precisions it trains in;
+                no GPU, or one torch cannot use, fails the check (`--device cpu` is a dry run)
   memory        the memory one training job needs, ResNet-32 at 32 px and ResNet-18 at 224 px, batch 128, from
                 tensor sizes (the meta device), against what UCIR_JOBS_PER_GPU jobs need of each GPU; on a GPU, the
                 ResNet-32 step's measured peak too
@@ -16,13 +16,17 @@ Sections, each printed as it completes:
   determinism   one epoch with `deterministic: true`, twice, compared bit for bit, and its speed against the default
   folder data   how many images/s one DataLoader worker decodes (generated JPEGs of ImageNet's size) against how
                 many ResNet-18 trains at 224 px on the device: the workers and CPUs per GPU ImageNet needs
+  precisions    training images/s of ucir's loop (bench's setting) in every precision the device trains in
   schedule      the CIFAR-100-shaped protocol (synthetic images, 100 classes, B50 + 10 phases of 5, ResNet-32) through
-                the stage functions, with fp32 and with bf16 training: wall time, the 160-epoch extrapolation,
-                average incremental accuracy of each
+                the stage functions, once per precision the device trains in (fp32; tf32 and bf16 from compute
+                capability 8.0; bf16 on the CPU): wall time, the 160-epoch extrapolation, average incremental accuracy
+  jobs per GPU  1, 2, 4, 8 processes training on the device at once for a fixed time, their images/s summed
+                (ucir.tools.sharing)
   tests         the CUDA-marked tests (pytest -m cuda; they skip without CUDA)
-The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`, and for a CPU dry run
-`gpu-check: CPU dry run ok (this was not a GPU check)`; the exit status says the same. Sections that would start
-after --budget-s seconds are skipped (and say so), so that the check ends in time.
+Everything it printed, with a summary of the measurements, goes to a page ready to commit, docs/gpu-check/<GPU>.md
+(ucir.tools.gpurecord; --record PATH). The last line is `gpu-check: ok` or `gpu-check: FAILED (<sections>)`, and
+for a CPU dry run `gpu-check: CPU dry run ok (this was not a GPU check)`; the exit status says the same. Sections
+that would start after --budget-s seconds are skipped (and say so), so that the check ends in time.
 """
 from __future__ import annotations
 
@@ -39,9 +43,11 @@ from pathlib import Path
 
 import torch
 
-from ..devices import (GpuProbe, arch_problem, cuda_problem, describe, driver_cuda_version,
-                      gpu_evidence, gpu_uuid, gpus_given, pick_device, release_gpu)
-from ..runtime import bf16_training, configure, prepare_environment
+from ..devices import (GpuProbe, arch_problem, cuda_problem, describe, driver_cuda_version, gpu_evidence, gpu_uuid,
+                       gpus_given, pick_device, release_gpu)
+from ..runtime import PRECISIONS, configure, precision_problem, prepare_environment
+from . import bench, sharing
+from .gpurecord import Record, default_path
 from .jobmemory import memory
 
 PAPER_EPOCHS = 160                                                        # Sec. 4.1: CIFAR-100, every phase
@@ -88,31 +94,9 @@ def environment(probe: GpuProbe | None = None) -> None:
     print(f"CPUs: {os.cpu_count()} ({len(os.sched_getaffinity(0))} usable by this process)")
 
 
-def _lucir_setup(device: torch.device, per_class: int, batch_size: int):
-    """ucir.tools.bench's setting: ResNet-32, LUCIR's incremental objective against a 50-class teacher, 100 classes of
-    synthetic CIFAR-shaped images."""
-    from ..checkpoint import to_device
-    from ..config import resolve
-    from ..data import DeviceArrays, make_synthetic, spec_for
-    from ..models import build_model
-    from ..train.loop import Objective
-    train, _ = make_synthetic(100, per_class, 1, seed=0)
-    cfg = resolve("lucir", dict(source="synthetic", num_classes=100, base_classes=50, phases=5, device=device.type,
-                                train=dict(epochs=1, milestones=[], batch_size=batch_size)))
-    torch.manual_seed(0)
-    teacher = to_device(build_model("resnet32", "cosine", 50, 3, False), cfg, device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def fresh():
-        torch.manual_seed(1)
-        return to_device(build_model("resnet32", "cosine", 100, 3, False), cfg, device)
-    return cfg, DeviceArrays(train, spec_for("synthetic"), device), Objective(cfg, 50, 5.0, teacher), fresh
-
-
 def determinism(device: torch.device, per_class: int, batch_size: int) -> bool:
     from ..train.loop import fit
-    cfg, data, objective, fresh = _lucir_setup(device, per_class, batch_size)
+    cfg, data, objective, fresh = bench.lucir_setup(device, per_class, batch_size)
     idx = torch.arange(len(data.targets))
 
     def run(deterministic: bool):
@@ -139,6 +123,21 @@ def determinism(device: torch.device, per_class: int, batch_size: int) -> bool:
     return same
 
 
+def precision_rates(device: torch.device, args) -> dict[str, float]:
+    rates = bench.precision_rates(device, trainable(device), args.bench_per_class, args.batch_size,
+                                  args.bench_rounds)
+    for p, r in rates.items():
+        print(f"{p}: {r:,.0f} training images/s (ucir's loop, ResNet-32, LUCIR against a teacher, batch "
+              f"{args.batch_size}, median of {args.bench_rounds} epoch(s) of {args.bench_per_class * 100} images)"
+              + (f", {r / rates['fp32']:.2f}x fp32" if p != "fp32" else ""))
+    return rates
+
+
+def trainable(device: torch.device) -> list[str]:
+    """The precisions `device` can train in (ucir.runtime.precision_problem)."""
+    return [p for p in PRECISIONS if precision_problem(p, device) is None]
+
+
 def schedule(device: torch.device, args, precisions: list[str]) -> dict[str, dict]:
     """The protocol once per training precision, through the stage functions a workflow run's jobs call."""
     from ..config import resolve
@@ -156,14 +155,10 @@ def schedule(device: torch.device, args, precisions: list[str]) -> dict[str, dic
     data = load_run_data(resolve("lucir", base), device)
     print(f"protocol: 100 classes, B50 + 10 phases of 5, {args.backbone}, {e} epoch(s) per phase (the paper: "
           f"{PAPER_EPOCHS}), batch {args.batch_size}, {args.per_class} training / {args.test_per_class} test images "
-          f"per class, 20 exemplars per class" + ("; fp32 training uses TF32 matmuls and convolutions, as every job "
-                                                   "does unless deterministic: true" if device.type == "cuda" else ""))
+          f"per class, 20 exemplars per class; training precisions {', '.join(precisions)}")
     results = {}
     for name in precisions:
-        cfg = resolve("lucir", dict(base, amp=name == "bf16"))
-        if name == "bf16" and not bf16_training(True, device):
-            print("bf16: this GPU has no fast bf16 (compute capability < 8.0); training stays fp32: skipped")
-            continue
+        cfg = resolve("lucir", dict(base, precision=name))
         stamps: dict[str, list[float]] = {}
 
         def log(msg: str) -> None:
@@ -195,10 +190,10 @@ def schedule(device: torch.device, args, precisions: list[str]) -> dict[str, dic
         print(f"{name}: wall {r['wall']:.1f} s (training {r['train']:.1f} s, exemplar selection and evaluation "
               f"{r['wall'] - r['train']:.1f} s); at {PAPER_EPOCHS} epochs per phase: {r['estimate'] / 60:.1f} min; "
               f"average incremental accuracy CNN {r['cnn']:.2f} %, NME {r['nme']:.2f} %", flush=True)
-    if len(results) == 2:
-        d = {k: results["bf16"][k] - results["fp32"][k] for k in ("cnn", "nme")}
-        print(f"bf16 - fp32: CNN {d['cnn']:+.2f}, NME {d['nme']:+.2f} points (one class order, synthetic images, "
-              f"{e} epoch(s): shows that bf16 training works, not how it compares on real data)")
+    for name in [p for p in results if p != "fp32"]:
+        d = {k: results[name][k] - results["fp32"][k] for k in ("cnn", "nme")}
+        print(f"{name} - fp32: CNN {d['cnn']:+.2f}, NME {d['nme']:+.2f} points (one class order, synthetic images, "
+              f"{e} epoch(s): shows that {name} training works, not how it compares on real data)")
     return results
 
 
@@ -245,15 +240,15 @@ def decode_rate(n: int = 200, size: tuple[int, int] = (500, 375), seed: int = 0)
 
 
 def resnet18_rate(device: torch.device, batch_size: int, steps: int) -> float:
-    """Training images per second of ResNet-18 at 224 pixels on `device` (channels_last, bf16 as amp: auto
-    decides), data already on the device: what the folder data must keep up with."""
+    """Training images per second of ResNet-18 at 224 pixels on `device` (channels_last, in the fastest precision
+    the device has: bf16 where it can), data already on the device: what the folder data must keep up with."""
     from ..models import build_model
     from ..runtime import autocast
     net = build_model("resnet18", "cosine", 100, 3, False).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(batch_size, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, 100, (batch_size,), device=device)
-    bf16 = bf16_training("auto", device)
+    bf16 = "bf16" in trainable(device)
 
     def step():
         with autocast(device, bf16):
@@ -278,7 +273,7 @@ def folder_data(device: torch.device, args) -> None:
     print(f"one DataLoader worker: {rate['train']:.0f} images/s with the training transform, {rate['test']:.0f} "
           f"with the test transform (JPEG {rate['kB per image']:.0f} kB, 500 x 375 -> 224 x 224)")
     print(f"ResNet-18 at 224 px trains at {gpu:.0f} images/s here (batch {args.resnet18_batch}, "
-          f"{'bf16' if bf16_training('auto', device) else 'fp32'}): about {workers} workers keep it fed, i.e. "
+          f"{'bf16' if 'bf16' in trainable(device) else 'fp32'}): about {workers} workers keep it fed, i.e. "
           f"`workers: {workers}` and {workers + 1} CPUs per GPU (docs/gpu.md)")
 
 
@@ -316,12 +311,19 @@ def main(argv=None, probe: GpuProbe | None = None) -> int:
     ap.add_argument("--no-tests", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per CPU; --tiny: 1)")
     ap.add_argument("--budget-s", type=float, default=540, help="skip sections that would start after this")
+    ap.add_argument("--jobs-per-gpu", type=int, nargs="+", default=[1, 2, 4, 8],
+                    help="jobs per GPU: how many processes train side by side on the device, each count in turn")
+    ap.add_argument("--sharing-seconds", type=float, default=15, help="jobs per GPU: how long each count trains")
+    ap.add_argument("--record", metavar="PATH", help="where the record goes (default docs/gpu-check/<GPU name>.md; "
+                    "a CPU dry run: results/gpu-check/cpu-dry-run.md)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.per_class, args.test_per_class, args.epochs, args.backbone = 2, 1, 1, "resnet8"
         args.batch_size, args.bench_per_class, args.bench_rounds = 16, 2, 1
         args.decode_images, args.resnet18_batch, args.resnet18_steps = 8, 2, 1
+        args.jobs_per_gpu, args.sharing_seconds = [n for n in args.jobs_per_gpu if n <= 2] or [1], 1.0
         args.threads = args.threads or 1
+    record = Record(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     prepare_environment(deterministic=True)                  # before CUDA starts, for the determinism section
     t_start = time.perf_counter()
@@ -330,15 +332,17 @@ def main(argv=None, probe: GpuProbe | None = None) -> int:
     def section(name: str, fn) -> None:
         print(f"\n== {name}", flush=True)
         if name != "device" and time.perf_counter() - t_start > args.budget_s:
-            print(f"skipped: past the {args.budget_s:.0f} s budget")
+            with record.capture(name):                                    # the record says so too
+                print(f"skipped: past the {args.budget_s:.0f} s budget")
             skipped.append(name)
             return
         t0 = time.perf_counter()
-        try:
-            ok = fn()
-        except Exception:
-            traceback.print_exc(file=sys.stdout)
-            ok = False
+        with record.capture(name):
+            try:
+                ok = fn()
+            except Exception:
+                traceback.print_exc(file=sys.stdout)
+                ok = False
         if ok is False:
             failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
@@ -354,26 +358,32 @@ def main(argv=None, probe: GpuProbe | None = None) -> int:
                                "the environment section): a GPU check needs one. For a CPU dry run of the same "
                                "code: make gpu-check GPU_CHECK=\"--device cpu --tiny\"")
         configure(device, deterministic=False)
-        print(f"device: {describe(device)}; training {'bf16' if bf16_training('auto', device) else 'fp32'} "
-              f"with amp: auto")
+        print(f"device: {describe(device)}; it trains in precision {', '.join(trainable(device))} (a "
+              f"configuration's `precision`, default fp32)")
     section("device", choose)
     if "device" in failed:
         print("\ngpu-check: FAILED (device)")
         return 1
     section("memory", lambda: memory(device))
     if not args.no_bench:
-        from . import bench
         section("bench", lambda: bench.main(["--device", device.type, "--per-class", str(args.bench_per_class),
                                              "--rounds", str(args.bench_rounds), "--batch-size",
                                              str(args.batch_size), "--threads", str(torch.get_num_threads())]))
     section("determinism", lambda: determinism(device, args.bench_per_class, args.batch_size))
     section("folder data", lambda: folder_data(device, args))
-    section("schedule", lambda: bool(schedule(device, args, ["fp32", "bf16"])))
+    section("precisions", lambda: bool(record.keep("precisions", precision_rates(device, args))))
+    section("schedule", lambda: bool(record.keep("schedule", schedule(device, args, trainable(device)))))
+    section("jobs per GPU", lambda: bool(record.keep("jobs per GPU", sharing.measure(
+        device, args.jobs_per_gpu, args.sharing_seconds, "fp32", args.bench_per_class, args.batch_size,
+        torch.get_num_threads()))))
     if not args.no_tests:
         section("tests", lambda: cuda_tests(device))
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     verdict = f"FAILED ({', '.join(failed)})" if failed else "ok"
-    print(f"gpu-check: {verdict}" if device.type == "cuda" else f"gpu-check: CPU dry run {verdict} {DRY_RUN}")
+    line = f"gpu-check: {verdict}" if device.type == "cuda" else f"gpu-check: CPU dry run {verdict} {DRY_RUN}"
+    path = record.write(args.record or default_path(device), device, line)
+    print(f"record of what was measured: {path}")
+    print(line)
     return 1 if failed else 0
 
 

@@ -18,7 +18,9 @@ workflow/profiles/slurm's groups, and the images each stage passes through the n
 
 A training pass is one forward and backward step of the network, plus a forward pass of the previous model where
 the method distills; ucir.tools.bench measures that (LUCIR's objective against a teacher), so its images/s are the
-training rate (slightly pessimistic for base training and the methods without a teacher). Images per class come
+training rate (slightly pessimistic for base training and the methods without a teacher), in the precision its output
+names (`precision: ...`; `make bench PRECISION=...`): a rate of another precision than the configuration's is
+refused. Images per class come
 from IMAGES_PER_CLASS (no data is read), capped by train_per_class / test_per_class; herding_official may rank
 fewer exemplars than asked and is counted as herding.
 """
@@ -194,11 +196,13 @@ class Rates:
     train: float                    # images/s
     inference: float
     source: str                     # where the figures come from, in words
+    precision: str | None = None    # the training precision the rate was measured in (None: not stated)
 
 
 _BENCH_UCIR = re.compile(r"^ucir\s+images/s: min [\d.]+\s+median ([\d.]+)", re.M)
 _BENCH_INFER = re.compile(r"^inference images/s: min [\d.]+\s+median ([\d.]+)", re.M)
 _BENCH_DEVICE = re.compile(r"^device (\S+ \(.*?\)), .*?(ResNet-\d+)", re.M)
+_BENCH_PRECISION = re.compile(r"^precision: (\S+)", re.M)
 
 
 def rates_from_bench(text: str, where: str) -> Rates:
@@ -209,12 +213,31 @@ def rates_from_bench(text: str, where: str) -> Rates:
         raise ValueError(f"{where}: no line 'ucir images/s: min ... median ...' (the output of python -m ucir.tools.bench)")
     train = float(m[1])
     dev = _BENCH_DEVICE.search(text)
-    what = f"{where}: ucir.tools.bench's median training rate" + (f" on {dev[1]}, {dev[2]}" if dev else "")
+    prec = _BENCH_PRECISION.search(text)
+    what = (f"{where}: ucir.tools.bench's median training rate" + (f" on {dev[1]}, {dev[2]}" if dev else "")
+            + (f", precision {prec[1]}" if prec else ""))
     inf = _BENCH_INFER.search(text)
     if inf:
-        return Rates(train, float(inf[1]), f"{what}; its inference rate")
+        return Rates(train, float(inf[1]), f"{what}; its inference rate", prec and prec[1])
     return Rates(train, train * INFERENCE_SPEEDUP, f"{what}; inference assumed {INFERENCE_SPEEDUP:g}x faster "
-                 "(a forward pass is about a third of a training step)")
+                 "(a forward pass is about a third of a training step)", prec and prec[1])
+
+
+def precision_note(rates: Rates, precisions: set[str]) -> str:
+    """What the rate's precision means for a configuration that trains in `precisions`: ConfigError where the rate
+    was measured in a precision the configuration does not train in; a note where it trains in several, or where
+    the rate does not say (a rate typed in, or the output of an older bench)."""
+    wanted = ", ".join(sorted(precisions))
+    if rates.precision is None:
+        return (f"note: the rate does not say its training precision; the configuration trains in {wanted} "
+                "(make bench PRECISION=... prints it)")
+    if rates.precision not in precisions:
+        raise ConfigError(f"the rate was measured in precision {rates.precision}, and the configuration trains in "
+                          f"{wanted}: measure its rate with make bench PRECISION={'|'.join(sorted(precisions))}")
+    if len(precisions) > 1:
+        return (f"note: the configuration trains in {wanted}; every training pass is priced at the "
+                f"{rates.precision} rate (measure each precision for the others)")
+    return ""
 
 
 def rates_given(train: float, inference: float | None) -> Rates:
@@ -326,10 +349,17 @@ def main(argv=None) -> int:
         rates = rates_from_bench(Path(args.bench).read_text(), args.bench)
         if args.inference_throughput:
             rates = Rates(rates.train, args.inference_throughput,
-                          rates.source.split(";")[0] + "; inference given on the command line")
+                          rates.source.split(";")[0] + "; inference given on the command line", rates.precision)
     elif args.throughput:
         rates = rates_given(args.throughput, args.inference_throughput)
-    print(report(config, runs, plan_config(config, runs), rates, " + ".join(files)))
+    note = ""
+    if rates is not None:
+        try:
+            note = precision_note(rates, {r.cfg.precision for r in runs})
+        except ConfigError as e:
+            print(f"plan: {e}", file=sys.stderr)
+            return 1
+    print(report(config, runs, plan_config(config, runs), rates, " + ".join(files)) + (f"\n{note}" if note else ""))
     print(f"\n(planned in {time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -12,7 +12,7 @@ import torch
 
 from ..config import Schedule
 from ..models import IncrementalNet
-from ..runtime import autocast, bf16_training
+from ..runtime import autocast, bf16_training, training_precision
 from .objective import Objective
 from .progress import EpochStats, NonFiniteLoss, Progress
 from .state import Preempted, Resumable, SigtermFlag
@@ -29,18 +29,19 @@ def make_optimizer(params, s: Schedule):
 def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, s: Schedule, *,
         device: torch.device, g: torch.Generator, log: Callable[[str], None], desc: str,
         state_path: str | Path | None = None, checkpoint_every: int = 0, fingerprint: str = "",
-        amp: bool | str = "auto", train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
+        precision: str = "fp32", train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
     """Train the parameters of `net` that require grad on data[indices] for s.epochs. state_path: where a resumable
     state is kept (every `checkpoint_every` epochs and on SIGTERM), resumed from when its `fingerprint` (what the
-    stage depends on) matches. amp: bf16 autocast as ucir.runtime.bf16_training decides. train_mode: sets
-    train/eval per module each epoch (default net.train()). `log` may also keep the epochs' rows (its `record`)."""
-    bf16 = bf16_training(amp, device)
+    stage depends on) matches. precision: fp32, tf32 or bf16 (ucir.runtime.training_precision; it stops where the
+    device lacks it). train_mode: sets train/eval per module each epoch (default net.train()). `log` may also keep
+    the epochs' rows (its `record`)."""
+    bf16 = bf16_training(precision)
     opt, sched = make_optimizer([p for p in net.parameters() if p.requires_grad], s)
     state = Resumable(state_path, fingerprint, log, desc)
     start_epoch, skip = state.resume(net, opt, sched, g)
     batches = math.ceil(len(indices) / s.batch_size)
     progress = Progress(log, desc, s.epochs, start_epoch, len(indices), batches)
-    with SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm, training_precision(device, precision):
         for epoch in range(start_epoch, s.epochs):
             (train_mode or IncrementalNet.train)(net)
             gen_state = g.get_state()                   # this epoch's draws, replayed by a job that resumes in it
