@@ -91,10 +91,10 @@ def test_exponent_floats_are_numbers_in_settings_variants_and_grids():
 
 @pytest.mark.parametrize("value,expected", [("true", True), ("TRUE", True), ("False", False), ("false", False)])
 def test_booleans_in_any_case_where_a_boolean_is_expected(value, expected):
-    cfg = tiny(imprint=value, amp=value)
+    cfg = tiny(imprint=value, freeze_old=value)
     cfg["deterministic"], cfg["tensorboard"] = value, False
     (run,) = check_config(cfg, SCHEMA, check_paths=False)
-    assert (run.cfg.imprint, run.cfg.amp, cfg["deterministic"]) == (expected, expected, expected)
+    assert (run.cfg.imprint, run.cfg.freeze_old, cfg["deterministic"]) == (expected, expected, expected)
 
 
 def test_strings_from_the_command_line_become_the_numbers_and_nulls_expected():

@@ -48,10 +48,13 @@ def sections(monkeypatch):
     runs them for real)."""
     seen = []
 
-    def record(name):
-        return lambda device, *a, **k: seen.append((name, device.type)) or True
-    for name in ("determinism", "folder_data", "schedule"):
-        monkeypatch.setattr(gpucheck, name, record(name))
+    def record(name, result):
+        return lambda device, *a, **k: seen.append((name, device.type)) or result
+    schedule = {"fp32": dict(wall=1.0, train=0.5, estimate=60.0, cnn=50.0, nme=50.0)}
+    for name, result in (("determinism", True), ("folder_data", True), ("precision_rates", {"fp32": 1.0}),
+                         ("schedule", schedule)):
+        monkeypatch.setattr(gpucheck, name, record(name, result))
+    monkeypatch.setattr(gpucheck.sharing, "measure", record("sharing", {1: [1.0]}))
     return seen
 
 
@@ -73,21 +76,25 @@ def test_a_gpu_torch_cannot_use_fails_the_check(torch_without_cuda, no_gpu_probe
     assert _last_line(out) == "gpu-check: FAILED (device)" and sections == []
 
 
-def test_a_cpu_dry_run_says_it_was_not_a_gpu_check(no_gpu_probe, sections, capsys, monkeypatch):
+def test_a_cpu_dry_run_says_it_was_not_a_gpu_check(no_gpu_probe, sections, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    assert gpucheck.main(["--device", "cpu", "--tiny", "--no-bench", "--no-tests"], probe=no_gpu_probe) == 0
+    page = tmp_path / "record.md"
+    assert gpucheck.main(["--device", "cpu", "--tiny", "--no-bench", "--no-tests", "--record", str(page)],
+                         probe=no_gpu_probe) == 0
     out = capsys.readouterr().out
     assert "\n== memory\n" in out and "about " in out and "MiB a job" in out
-    assert sections == [("determinism", "cpu"), ("folder_data", "cpu"), ("schedule", "cpu")]
+    assert sections == [("determinism", "cpu"), ("folder_data", "cpu"), ("precision_rates", "cpu"),
+                        ("schedule", "cpu"), ("sharing", "cpu")]
+    assert "not a GPU check" in page.read_text()
     assert _last_line(out) == DRY_OK
 
 
-def test_a_failed_cpu_dry_run_says_so_and_that_it_was_not_a_gpu_check(no_gpu_probe, capsys, monkeypatch):
+def test_a_failed_cpu_dry_run_says_so_and_that_it_was_not_a_gpu_check(no_gpu_probe, sections, capsys, monkeypatch,
+                                                                      tmp_path):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    for name in ("determinism", "folder_data"):
-        monkeypatch.setattr(gpucheck, name, lambda *a, **k: True)
     monkeypatch.setattr(gpucheck, "schedule", lambda *a, **k: {})               # no precision ran
-    assert gpucheck.main(["--device", "cpu", "--tiny", "--no-bench", "--no-tests"], probe=no_gpu_probe) == 1
+    assert gpucheck.main(["--device", "cpu", "--tiny", "--no-bench", "--no-tests", "--record",
+                          str(tmp_path / "record.md")], probe=no_gpu_probe) == 1
     assert _last_line(capsys.readouterr().out) == ("gpu-check: CPU dry run FAILED (schedule) (this was not a GPU "
                                                   "check)")
 
