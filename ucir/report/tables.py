@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import ICARL, OURS
 from ..io import save_json
 from ..metrics import average_incremental_accuracy, backward_transfer, forgetting, mean_defined
+from . import ICARL, OURS
 
 RUN_KEYS = ["dataset", "method", "variant", "phases", "seed"]
 SETTING_KEYS = ["dataset", "method", "variant", "phases"]
