@@ -11,8 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ucir.checkpoint import CheckpointError, make_checkpoint, model_from_checkpoint
-from ucir.config import Schedule, resolve
-from ucir.models import CosineLinear, LinearHead, build_model, imprint
+from ucir import models
+from ucir.config import BACKBONES, HEADS, Schedule, resolve
+from ucir.features import extract
+from ucir.models import CosineLinear, LinearHead, build_backbone, build_model, imprint
 from ucir.models.resnet_cifar import BasicBlock, CifarResNet
 from ucir.models.resnet_imagenet import ResNet18Features
 from ucir.train.loop import make_optimizer
@@ -283,6 +285,54 @@ def test_resnet18_features():
     with torch.no_grad():
         assert one(torch.randn(2, 1, 64, 64)).shape == (2, 512)
     assert build_model("resnet18", "cosine", 5).head.in_features == 512
+
+
+# ------------------------------------------------------------------------------------------------ name tables
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_provides_what_ucir_models_says(name):
+    """ucir/models/__init__.py: out_dim, features N x out_dim, and last_relu=False lets them take both signs."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for last_relu in (True, False):
+        torch.manual_seed(0)
+        net = build_backbone(name, 3, last_relu).eval()
+        with torch.no_grad():
+            f = net(x)
+        assert isinstance(net.out_dim, int) and f.shape == (2, net.out_dim), (name, f.shape)
+        assert (float(f.min()) >= 0) == last_relu, (name, last_relu, float(f.min()))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet110", "vgg16", "ResNet32"])
+def test_a_backbone_not_in_the_table_is_an_error_naming_it_and_the_list(name):
+    # resnet50 and resnet110 are 6n+2 depths: a prefix reading would have built CIFAR ResNets from them
+    with pytest.raises(ValueError, match=rf"unknown backbone '{name}': one of resnet8, .*resnet32, .*resnet18"):
+        build_model(name, "cosine", 4)
+
+
+def test_a_backbone_without_out_dim_is_refused(monkeypatch):
+    monkeypatch.setitem(models.BACKBONE_FAMILIES, "plain", lambda in_channels, last_relu: nn.Flatten())
+    monkeypatch.setitem(BACKBONES, "plain1", ("plain", {}))
+    with pytest.raises(ValueError, match=r"backbone 'plain1' \(Flatten\) must set out_dim.* it has None"):
+        build_backbone("plain1", 3, False)
+    monkeypatch.setitem(BACKBONES, "plain2", ("nowhere", {}))
+    with pytest.raises(ValueError, match=r"backbone 'plain2': unknown family 'nowhere': one of cifar_resnet"):
+        build_backbone("plain2", 3, False)
+
+
+def test_heads_are_the_configs_names_and_an_unknown_one_is_an_error():
+    assert tuple(models.HEAD_CLASSES) == HEADS
+    with pytest.raises(ValueError, match=r"unknown head 'arcface': one of cosine, linear"):
+        build_model("resnet8", "arcface", 4)
+
+
+def test_features_of_no_images_have_the_backbones_width():
+    class NoImages:
+        def batches(self, indices, batch_size, train):
+            return iter(())
+
+    net = build_model("resnet8", "linear", 3)
+    f, logits = extract(net, NoImages(), torch.zeros(0, dtype=torch.long), 8, torch.device("cpu"), logits=True)
+    assert f.shape == (0, 64) and logits.shape == (0, 3)
 
 
 # ------------------------------------------------------------------------------------------------ LinearHead

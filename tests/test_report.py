@@ -10,7 +10,8 @@ from matplotlib.container import ErrorbarContainer
 import pandas as pd
 import pytest
 
-from ucir.report import plots
+from ucir.config import METHOD_PRESETS, METHODS
+from ucir.report import CONFUSION_RUNS, HEAD_RUNS, plots
 from ucir.report.figures.common import NO_RUNS, caption_of, grid_values, runs_of_kind
 from ucir.report.tables import PAPER, aggregate, paper_comparison, run_averages, run_summary
 
@@ -432,3 +433,11 @@ def test_tables_html_shows_every_table():
                         "B": pd.DataFrame({"x": [float("nan")]})}, "T")
     assert page.count("<table") == 2 and "61.23" in page and "61.2345" not in page
     assert "A &lt;b&gt;" in page and "NaN" not in page and "nan" not in page
+
+
+def test_the_reports_method_roles_name_methods_with_the_heads_they_draw():
+    # renaming a preset must not leave a figure silently without its runs
+    for panels in (HEAD_RUNS, CONFUSION_RUNS):
+        assert {m for prefs in panels.values() for m in prefs} <= set(METHODS), panels
+    for head, prefs in HEAD_RUNS.items():                        # Fig. 3: a panel draws the head it is named after
+        assert {METHOD_PRESETS[m].flags["head"] for m in prefs} == {head}, (head, prefs)

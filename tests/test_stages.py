@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from ucir.checkpoint import model_from_checkpoint
-from ucir.config import resolve
+from ucir.config import METHOD_PRESETS, METHODS, RunConfig, resolve
 from ucir.data import load_run_data
 from ucir.losses import adaptive_lambda
 from ucir.models import build_model
@@ -309,3 +309,22 @@ def test_objective_reads_only_the_settings_of_its_terms(method, settings, expect
     reads = _Reads(cfg)
     Objective(reads, 6, 1.0, base).terms(student.eval(), x, torch.tensor([0, 6, 7, 3]))
     assert reads.read == expected
+
+
+def test_an_unknown_distillation_is_an_error_not_a_silent_zero_or_a_skipped_term():
+    # a job's settings are built with check=False (ucir.deps.stage_settings): the stages themselves must refuse it
+    cfg = RunConfig.from_dict(dict(resolve("lucir", SETTINGS).to_dict(), distill="toy"), check=False)
+    known = "feature, cosine_scores, kd, none"
+    with pytest.raises(ValueError, match=rf"no weight for distill='toy' in distill_weight .*: {known}"):
+        distill_weight(cfg, 4, 2)
+    teacher, student = _teacher_and_student()
+    x, y = torch.randn(2, 3, 16, 16), torch.tensor([0, 5])
+    with pytest.raises(ValueError, match=rf"no term for distill='toy' in Objective.terms .*: {known}"):
+        Objective(cfg, 4, 1.0, teacher).terms(student, x, y)
+    assert distill_weight(resolve("finetune", SETTINGS), 4, 2) == 0.0          # distill: none has no term
+
+
+def test_joint_training_data_is_a_fact_of_its_preset():
+    assert [m for m in METHODS if resolve(m, SETTINGS).trains_on_all_seen] == ["joint"]
+    assert [m for m in METHODS if not METHOD_PRESETS[m].memory] == ["lwf", "joint"]
+    assert resolve("lwf", dict(SETTINGS, per_class=20)).per_class == 0   # no setting overrides a preset's fact

@@ -10,12 +10,25 @@ from typing import Any, NamedTuple
 # wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
 SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
 FOLDER_SOURCES = ("imagenet", "imagenet_subset")     # JPEG folders, decoded by loader workers; the others live in memory
-BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
-HEADS = ("cosine", "linear")
+# Every backbone: name -> (its family in ucir.models.BACKBONE_FAMILIES, the family's arguments besides in_channels
+# and last_relu). The family builds it, providing what ucir/models/__init__.py says every backbone provides (out_dim);
+# no name is parsed.
+BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet8": ("cifar_resnet", {"depth": 8}), "resnet14": ("cifar_resnet", {"depth": 14}),
+    "resnet20": ("cifar_resnet", {"depth": 20}), "resnet32": ("cifar_resnet", {"depth": 32}),
+    "resnet44": ("cifar_resnet", {"depth": 44}), "resnet56": ("cifar_resnet", {"depth": 56}),
+    "resnet18": ("resnet18", {}),
+}
+HEADS = ("cosine", "linear")            # cosine: Eq. 4 | linear: Eq. 3 (ucir.models.build_model)
+# Every distillation (Sec. 3): name -> the heads it works with (RunConfig.check refuses any other head). Eq. 6 and
+# Eq. 5 compare normalised features and cosine scores, which only the cosine head defines; Eq. 2 compares logits.
+DISTILLS: dict[str, tuple[str, ...]] = {
+    "feature": ("cosine",), "cosine_scores": ("cosine",), "kd": HEADS, "none": HEADS,
+}
 SELECTIONS = ("herding", "herding_official", "random")
 ENUMS: dict[str, tuple] = {
-    "source": SOURCES, "backbone": BACKBONES, "head": HEADS, "selection": SELECTIONS,
-    "distill": ("feature", "cosine_scores", "kd", "none"),
+    "source": SOURCES, "backbone": tuple(BACKBONES), "head": HEADS, "selection": SELECTIONS,
+    "distill": tuple(DISTILLS),
     "lambda_rule": ("code", "paper", "fixed"),
     "cs_loss": ("official", "l1"),
     "mr_reduction": ("pairs", "anchors"),
@@ -187,8 +200,8 @@ class RunConfig:
             value = getattr(self, key)
             if not any(value == a and type(value) is type(a) for a in allowed):    # True is not 1
                 bad(key, value, f"one of {', '.join(map(str, allowed))}")
-        if self.distill in ("feature", "cosine_scores") and self.head != "cosine":
-            bad("distill", self.distill, "feature/cosine_scores distillation needs head: cosine")
+        if self.head not in DISTILLS[self.distill]:
+            bad("distill", self.distill, f"it needs head: {' or '.join(DISTILLS[self.distill])} (head is {self.head})")
         if self.cs_weight < 0:
             bad("cs_weight", self.cs_weight, "non-negative")
         if self.workers is not None and self.workers < 0:
@@ -251,7 +264,7 @@ class RunConfig:
         phases = range(1, self.phases + 1)
         if key == "cbf_train":                                          # Sec. 3.5: the balanced exemplar set
             return min(kept(k) for k in phases)
-        if self.method == "joint":
+        if self.trains_on_all_seen:
             return min(self.classes_seen(k) * n for k in phases)
         return min(self.classes_per_phase * n + kept(k - 1) for k in phases)
 
@@ -308,44 +321,59 @@ class RunConfig:
                                False))
         return out
 
-    # ---- memory ---------------------------------------------------------------------------------------
+    # ---- memory and training data -------------------------------------------------------------------------
     def memory_per_class(self, classes_seen: int) -> int:
-        """Exemplars kept per class once `classes_seen` classes are stored (methods in NO_MEMORY have per_class 0,
-        set by `resolve`). A fixed total R_total keeps ceil(R_total / classes_seen) per class, as the official
-        code's --fix_budget does (2000 at 60 classes: 34 each, 2,040 in all, slightly over R_total)."""
+        """Exemplars kept per class once `classes_seen` classes are stored (a method whose preset keeps no memory
+        has per_class 0, set by `resolve`). A fixed total R_total keeps ceil(R_total / classes_seen) per class, as
+        the official code's --fix_budget does (2000 at 60 classes: 34 each, 2,040 in all, slightly over R_total)."""
         if self.total is not None:
             return -(-self.total // classes_seen)                          # ceil
         return self.per_class or 0
 
+    @property
+    def trains_on_all_seen(self) -> bool:
+        """Whether a phase trains on every seen class's full training data (joint training: the upper bound),
+        not on the new classes' data and the exemplars (the protocol). A fact of the method (its preset)."""
+        return METHOD_PRESETS[self.method].all_seen
 
-# Method presets: what each method means in terms of the flags above. Variants in config.yaml override them.
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "lucir": dict(head="cosine", last_relu=False, distill="feature", margin_ranking=True,
-                  freeze_old=True, imprint=True),
-    "icarl": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
-                  freeze_old=False, imprint=False),
-    "lwf": dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
-                freeze_old=False, imprint=False),
-    "finetune": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
-                     freeze_old=False, imprint=False),
-    "joint": dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
-                  freeze_old=False, imprint=False),
+
+@dataclass(frozen=True)
+class Method:
+    """What a method is. `flags`: RunConfig settings (a variant in config.yaml may override them). The other fields
+    are facts of the method that no setting overrides; the pipeline reads them from here, never from its name."""
+    flags: dict[str, Any]
+    memory: bool = True          # False: no exemplars, whatever per_class / total say
+    all_seen: bool = False       # True: a phase trains on every seen class's full data (RunConfig.trains_on_all_seen)
+
+
+# Method presets: what each method means in terms of the flags above. Variants in config.yaml override the flags.
+METHOD_PRESETS: dict[str, Method] = {
+    "lucir": Method(dict(head="cosine", last_relu=False, distill="feature", margin_ranking=True,
+                         freeze_old=True, imprint=True)),
+    "icarl": Method(dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
+                         freeze_old=False, imprint=False)),
+    # LwF keeps no exemplars (with them it is iCaRL-CNN, Sec. 4.1)
+    "lwf": Method(dict(head="linear", last_relu=True, distill="kd", margin_ranking=False,
+                       freeze_old=False, imprint=False), memory=False),
+    "finetune": Method(dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
+                            freeze_old=False, imprint=False)),
+    # joint training has all the data instead of exemplars
+    "joint": Method(dict(head="linear", last_relu=True, distill="none", margin_ranking=False,
+                         freeze_old=False, imprint=False), memory=False, all_seen=True),
 }
 
 
 METHODS = tuple(METHOD_PRESETS)
 
-# LwF keeps no exemplars (with them it is iCaRL-CNN, Sec. 4.1); joint training has all the data instead.
-NO_MEMORY = ("lwf", "joint")
-
 
 def resolve(method: str, settings: dict[str, Any]) -> RunConfig:
     """Method preset, then the given settings on top."""
     if method not in METHOD_PRESETS:
-        raise ConfigError(f"method={method!r} is not allowed: one of {METHODS}")
-    merged = dict(METHOD_PRESETS[method])
+        raise ConfigError(f"method={method!r} is not allowed: one of {', '.join(METHODS)}")
+    preset = METHOD_PRESETS[method]
+    merged = dict(preset.flags)
     merged.update(settings)
     merged["method"] = method
-    if method in NO_MEMORY:
+    if not preset.memory:
         merged.update(per_class=0, total=None)
     return RunConfig.from_dict(merged)

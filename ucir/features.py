@@ -44,8 +44,7 @@ def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, d
     net.train(was_training)
     if log is not None:
         log(f"features of {len(indices)} {what}{' (flipped)' if flip else ''} in {time.perf_counter() - t0:.1f}s")
-    dim = getattr(net.backbone, "out_dim", 0)
-    f = torch.cat(feats) if feats else torch.zeros(0, dim)
+    f = torch.cat(feats) if feats else torch.zeros(0, net.backbone.out_dim)     # every backbone has out_dim
     if logits:
         return f, (torch.cat(outs) if outs else torch.zeros(0, net.num_classes))
     return f

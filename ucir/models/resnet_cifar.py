@@ -30,7 +30,8 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     def __init__(self, depth: int = 32, in_channels: int = 3, last_relu: bool = True):
         super().__init__()
-        assert (depth - 2) % 6 == 0, "CIFAR ResNet depth is 6n+2"
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth={depth}: must be 6n+2 with n >= 1 (8, 14, 20, 32, ...)")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -41,7 +42,7 @@ class CifarResNet(nn.Module):
                 blocks.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, relu=last_relu or not last))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.out_dim = 64
+        self.out_dim = 64                                 # every backbone has out_dim (ucir/models/__init__.py)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -31,7 +31,7 @@ class ResNet18Features(nn.Module):
             net.layer4[-1] = _NoReluBlock(net.layer4[-1])
         net.fc = nn.Identity()
         self.net = net
-        self.out_dim = 512
+        self.out_dim = 512                                # every backbone has out_dim (ucir/models/__init__.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)                                                 # N x 512

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import FINETUNE, ICARL, OURS
+
 EQUIVALENCE = 2.0          # percentage points: "comparable" means within this (stated in every row's statement)
 P_DECIMALS = {"p_t": 4, "p_perm": 4}                 # p-values are not percentages (ucir.report.tables.write_csv)
 
@@ -64,7 +66,7 @@ def _abs(f):
 
 def _accuracy_claims(metric: str, words: str) -> list[Claim]:
     cnn, nme = _get(f"{metric}_cnn"), _get(f"{metric}_nme")
-    ours, icarl, ft = ("lucir", "default"), ("icarl", "default"), ("finetune", "default")
+    ours, icarl, ft = (OURS, "default"), (ICARL, "default"), (FINETUNE, "default")
     big = "our method outperforms iCaRL by a large margin (Sec. 4.2, Fig. 5)"
     return [
         Claim(f"lucir_cnn>icarl_cnn:{metric}", "5", big, "Ours-CNN", "iCaRL-CNN", ">", cnn, cnn, ours, icarl, words),
@@ -85,36 +87,36 @@ CLAIMS: list[Claim] = [
     Claim("linear_norms", "3", "the magnitudes of ... the embeddings ... for the new classes are significantly "
           "higher than those for the old classes (Sec. 3.2, Fig. 3: iCaRL's linear head after one phase)",
           "new-class weight norm", "old-class weight norm", ">", _head("norm_new"), _head("norm_old"),
-          ("icarl", "default"), ("icarl", "default"), "mean L2 norm of the head's rows after phase 1"),
+          (ICARL, "default"), (ICARL, "default"), "mean L2 norm of the head's rows after phase 1"),
     Claim("linear_biases", "3", "the magnitudes of ... the biases for the new classes are significantly higher "
           "than those for the old classes (Sec. 3.2, Fig. 3)", "new-class bias", "old-class bias", ">",
-          _head("bias_new"), _head("bias_old"), ("icarl", "default"), ("icarl", "default"),
+          _head("bias_new"), _head("bias_old"), (ICARL, "default"), (ICARL, "default"),
           "mean bias of the head's rows after phase 1"),
     Claim("cosine_norms", "3", "cosine normalization ... enforces balanced magnitudes across all classes (Sec. 1): "
           "the scale of every class's logit is eta * |normalised embedding| = eta", "new-class logit scale",
-          "old-class logit scale", "~", _head("scale_new"), _head("scale_old"), ("lucir", "default"),
-          ("lucir", "default"), "eta x norm of the normalised rows after phase 1"),
+          "old-class logit scale", "~", _head("scale_new"), _head("scale_old"), (OURS, "default"),
+          (OURS, "default"), "eta x norm of the normalised rows after phase 1"),
     Claim("cn_lc>cn", "7a", "each component has its contribution to the performance (Sec. 4.4): LC over CN",
-          "CN+LC", "CN", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), ("lucir", "cn_lc"), ("lucir", "cn"),
+          "CN+LC", "CN", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), (OURS, "cn_lc"), (OURS, "cn"),
           "average incremental accuracy, CNN"),
     Claim("cn_lc_is>cn_lc", "7a", "each component has its contribution to the performance (Sec. 4.4): IS over "
-          "CN+LC", "CN+LC+IS", "CN+LC", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), ("lucir", "default"),
-          ("lucir", "cn_lc"), "average incremental accuracy, CNN"),
+          "CN+LC", "CN+LC+IS", "CN+LC", ">", _get("avg_inc_cnn"), _get("avg_inc_cnn"), (OURS, "default"),
+          (OURS, "cn_lc"), "average incremental accuracy, CNN"),
     Claim("cbf~cn_lc_is", "7a", f"CBF has a relatively small effect (Sec. 4.4; small: within {EQUIVALENCE:g} "
           "points)", "CN+LC+IS+CBF", "CN+LC+IS", "~", _get("avg_inc_cnn"), _get("avg_inc_cnn"),
-          ("lucir", "cbf"), ("lucir", "default"), "average incremental accuracy, CNN"),
+          (OURS, "cbf"), (OURS, "default"), "average incremental accuracy, CNN"),
     Claim("adaptive>fixed", "8", "the adaptive loss weight ... can help achieve better performance for long "
           "sequences of classes (Sec. 4.4)", "adaptive lambda", "fixed lambda", ">", _get("avg_inc_cnn"),
-          _get("avg_inc_cnn"), ("lucir", "default"), ("lucir", "default_lambda_rulefixed"),
+          _get("avg_inc_cnn"), (OURS, "default"), (OURS, "default_lambda_rulefixed"),
           "average incremental accuracy, CNN"),
     Claim("icarl_cnn_biased", "9", "iCaRL-CNN tends to classify the samples into new classes (Sec. 4.4, Fig. 9)",
           "iCaRL-CNN: predicted share of the last phase's new classes", "their true share", ">",
-          _share_gap("cnn"), lambda s: 0.0 if _share_gap("cnn")(s) is not None else None, ("icarl", "default"),
-          ("icarl", "default"), "test predictions after the last phase (points)"),
+          _share_gap("cnn"), lambda s: 0.0 if _share_gap("cnn")(s) is not None else None, (ICARL, "default"),
+          (ICARL, "default"), "test predictions after the last phase (points)"),
     Claim("lucir_cnn_balanced", "9", "the confusion matrix of Ours-CNN suggests more balanced predictions over all "
           "classes (Sec. 4.4, Fig. 9)", "iCaRL-CNN: |predicted - true share| of new classes",
           "Ours-CNN: |predicted - true share|", ">", _abs(_share_gap("cnn")), _abs(_share_gap("cnn")),
-          ("icarl", "default"), ("lucir", "default"), "test predictions after the last phase (points)"),
+          (ICARL, "default"), (OURS, "default"), "test predictions after the last phase (points)"),
 ]
 
 
@@ -122,7 +124,7 @@ def memory_claims(summaries: list[dict]) -> list[Claim]:
     """Fig. 7(b): "the more samples reserved, the better performance for both iCaRL and our approach. While in each
     case, the results of our approach are superior to those of iCaRL", for the memory sizes the runs have (the
     default variant and its `per_class` grid points)."""
-    sizes = sorted({s["config"].get("per_class") for s in summaries if s["method"] in ("lucir", "icarl")
+    sizes = sorted({s["config"].get("per_class") for s in summaries if s["method"] in (OURS, ICARL)
                     and _memory_variant(s) and s["config"].get("per_class")})
     out = []
     for m in sizes:
@@ -132,12 +134,12 @@ def memory_claims(summaries: list[dict]) -> list[Claim]:
         out.append(Claim(f"memory{m}:lucir>icarl", "7b", "in each case, the results of our approach are superior "
                          f"to those of iCaRL (Sec. 4.4; R_per = {m})", f"Ours-CNN, R_per {m}",
                          f"iCaRL-NME, R_per {m}", ">", _get("avg_inc_cnn"), _get("avg_inc_nme"),
-                         ("lucir", variant), ("icarl", variant), "average incremental accuracy"))
+                         (OURS, variant), (ICARL, variant), "average incremental accuracy"))
     for small, large in zip(sizes, sizes[1:]):
         vs, vl = _variant_of(summaries, small), _variant_of(summaries, large)
         if vs is None or vl is None:
             continue
-        for method, label, clf in (("lucir", "Ours-CNN", "cnn"), ("icarl", "iCaRL-NME", "nme")):
+        for method, label, clf in ((OURS, "Ours-CNN", "cnn"), (ICARL, "iCaRL-NME", "nme")):
             out.append(Claim(f"memory{large}>{small}:{method}", "7b", "the more samples reserved, the better "
                              f"performance (Sec. 4.4): {label}", f"{label}, R_per {large}", f"{label}, R_per {small}",
                              ">", _get(f"avg_inc_{clf}"), _get(f"avg_inc_{clf}"), (method, vl), (method, vs),

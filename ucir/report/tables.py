@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..io import save_json
 from ..metrics import average_incremental_accuracy, backward_transfer, forgetting, mean_defined
+from . import ICARL, OURS
 
 RUN_KEYS = ["dataset", "method", "variant", "phases", "seed"]
 SETTING_KEYS = ["dataset", "method", "variant", "phases"]
@@ -23,9 +24,9 @@ DECIMALS = 2                                    # of every percentage in a CSV
 # the iCaRL numbers are its NME classifier (iCaRL-NME).
 PAPER = [
     # (method, classifier, phases, value, label)
-    ("lucir", "cnn", 5, 63.42, "Ours-CNN"), ("lucir", "cnn", 10, 60.18, "Ours-CNN"),
-    ("lucir", "nme", 5, 63.12, "Ours-NME"), ("lucir", "nme", 10, 60.12, "Ours-NME"),
-    ("icarl", "nme", 5, 57.17, "iCaRL-NME"), ("icarl", "nme", 10, 52.57, "iCaRL-NME"),
+    (OURS, "cnn", 5, 63.42, "Ours-CNN"), (OURS, "cnn", 10, 60.18, "Ours-CNN"),
+    (OURS, "nme", 5, 63.12, "Ours-NME"), (OURS, "nme", 10, 60.12, "Ours-NME"),
+    (ICARL, "nme", 5, 57.17, "iCaRL-NME"), (ICARL, "nme", 10, 52.57, "iCaRL-NME"),
 ]
 # the settings a run must have to be compared with those numbers (Sec. 4.1-4.2)
 PAPER_PROTOCOL = {"source": "cifar100", "num_classes": 100, "base_classes": 50, "per_class": 20, "total": None,

@@ -83,7 +83,7 @@ def job_passes(stage: str, cfg: RunConfig, phase: int) -> dict[str, float]:
     if stage == "train_base":
         return {"train_base": cfg.base_train.epochs * new}
     if stage == "train_phase":
-        data = cfg.classes_seen(phase) * n_train if cfg.method == "joint" else new + exemplars(cfg, phase - 1)
+        data = cfg.classes_seen(phase) * n_train if cfg.trains_on_all_seen else new + exemplars(cfg, phase - 1)
         imprint = new if cfg.head == "cosine" and cfg.imprint else 0.0
         return {"train_phase": cfg.train.epochs * data, "imprint": imprint}
     if stage == "finetune_balanced":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import losses as L
-from ..config import RunConfig
+from ..config import DISTILLS, RunConfig
 from ..models import IncrementalNet
 
 
@@ -43,6 +43,9 @@ class Objective:
             with torch.inference_mode():
                 t_logits = teacher(x)                                      # N x C_old
             out["kd"] = self.lam * L.lwf_distillation(logits.float(), t_logits[:, :old].float().clone(), cfg.kd_T)
+        elif cfg.distill != "none":
+            raise ValueError(f"no term for distill={cfg.distill!r} in Objective.terms (ucir/train/objective.py); "
+                             f"the distillations: {', '.join(DISTILLS)} (ucir.config.DISTILLS)")
         if cfg.margin_ranking:                                             # Eq. 8
             cos = net.head.cosine(feats).float() if cos is None else cos
             out["mr"] = cfg.mr_weight * L.margin_ranking(cos, y, old, cfg.K, cfg.margin, cfg.mr_reduction)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from ..checkpoint import load_model, make_checkpoint, to_device
-from ..config import RunConfig
+from ..config import DISTILLS, RunConfig
 from ..data import RunData
 from ..deps import stage_settings
 from ..features import extract
@@ -59,7 +59,10 @@ def distill_weight(cfg: RunConfig, num_old: int, num_new: int) -> float:
         return adaptive_lambda(cfg.lambda_base, num_old, num_new, cfg.lambda_rule)   # Eq. 7
     if cfg.distill == "kd":
         return cfg.kd_weight
-    return 0.0
+    if cfg.distill == "none":
+        return 0.0
+    raise ValueError(f"no weight for distill={cfg.distill!r} in distill_weight (ucir/train/stages.py); the "
+                     f"distillations: {', '.join(DISTILLS)} (ucir.config.DISTILLS)")
 
 
 def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, state_path=None) -> dict:
@@ -97,8 +100,8 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
     teacher = _teacher(prev_ckpt, cfg, phase - 1, device)
     net = load_model(prev_ckpt, cfg, phase - 1, device)
     grow_head(net, teacher, cfg, data, num_old, num_seen, device, log)
-    if cfg.method == "joint":
-        idx = data.train_indices(0, num_seen)                              # all data of every seen class
+    if cfg.trains_on_all_seen:
+        idx = data.train_indices(0, num_seen)                              # all data of every seen class (joint)
     else:
         idx = torch.cat([data.train_indices(num_old, num_seen), memory["index"]])
     lam = distill_weight(cfg, num_old, num_seen - num_old)

@@ -1,10 +1,8 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
-from ucir.report import FIGURES, TABLES
+from ucir.report import CONFUSION_RUNS, FIGURES, HEAD_RUNS, TABLES
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"
-HEAD_RUNS = {"linear": ["icarl", "lwf", "finetune"], "cosine": ["lucir"]}      # Fig. 3: after phase 1
-CONFUSION_RUNS = {"icarl": ["icarl"], "lucir": ["lucir"]}                     # Fig. 9: after the last phase
 
 
 def _picked(dataset, panels):

@@ -7,6 +7,7 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .. import OURS
 from ..tables import mean_std, run_averages
 from .common import (COLUMN, color, grid_values, label, orders_note, phases_title, placeholder, runs_of_kind,
                      save, select_runs, style, titled)
@@ -76,7 +77,7 @@ def plot_components(phases: pd.DataFrame, experiments: dict, png: str, pdf: str)
         return placeholder(png, pdf, title)
     stats = mean_std(avg, ["method", "variant", "phases"], ["avg_inc_cnn"])
     steps = [("cn", "cn_lc"), ("cn_lc", "default")]                  # the paper: each of LC and IS adds accuracy
-    absent = _not_above(stats[stats.method == "lucir"], "variant", steps, COMPONENTS, "avg_inc_cnn")
+    absent = _not_above(stats[stats.method == OURS], "variant", steps, COMPONENTS, "avg_inc_cnn")
     notes = [orders_note(stats.seeds)]
     if absent:
         notes.append("unlike the paper's Fig. 7(a), not every component adds accuracy here: " + "; ".join(absent))
@@ -104,7 +105,7 @@ def plot_adaptive_weight(phases: pd.DataFrame, experiments: dict, png: str, pdf:
         return placeholder(png, pdf, title)
     avg["lambda_rule"] = [values.get((m, v), {}).get("lambda_rule", v) for m, v in zip(avg.method, avg.variant)]
     stats = mean_std(avg, ["method", "lambda_rule", "phases"], ["avg_inc_cnn"])
-    absent = _not_above(stats[stats.method == "lucir"], "lambda_rule", [("fixed", "code"), ("fixed", "paper")],
+    absent = _not_above(stats[stats.method == OURS], "lambda_rule", [("fixed", "code"), ("fixed", "paper")],
                         {"code": "adaptive", "paper": "adaptive (as printed)", "fixed": "fixed"}, "avg_inc_cnn")
     notes = [orders_note(stats.seeds)]
     if absent:
