@@ -12,8 +12,9 @@ whether it would run on the CPU or on CUDA. It counts the operators that launch 
   `_local_scalar_dense` (a tensor read by the host: `.item()`, `float(t)`) is counted too, as the copy it is.
 - not counted: views and aliases (the operator's schema says it returns an alias: view, slice, select, t,
   expand, detach, ...), the operators that only allocate or describe (NO_KERNEL: empty, empty_strided, ...),
-  composite operators (CompositeImplicitAutograd: conv2d, batch_norm, linear, ...), whose constituents are counted
-  in their place, and what is not ATen (the profiler's record_function markers).
+  composite operators (CompositeImplicitAutograd: conv2d, batch_norm, linear, ...), which the counter decomposes
+  so that their constituents are counted in their place (with autograd on, the dispatcher decomposes them before
+  the counter sees them; under inference_mode it does not), and what is not ATen (record_function markers).
 
 `step_launches` counts one steady-state step of ucir.train.fit itself (the data's crop/flip/normalise, the
 objective with its teacher pass, backward, the optimizer, the epoch statistics) as the difference between a fit
@@ -31,14 +32,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 # Operators that allocate or describe a tensor without running a kernel on its data.
 NO_KERNEL = frozenset({aten.empty, aten.empty_strided, aten.empty_like, aten.new_empty, aten.new_empty_strided,
-                       aten._unsafe_view, aten.lift_fresh, aten.set_, aten.resize_, aten.is_same_size,
-                       aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset})
+                       aten._unsafe_view, aten.lift_fresh, aten.set_, aten.resize_, aten.as_strided_,
+                       aten.is_same_size, aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset})
+
+
+def composite(func) -> bool:
+    """Whether an operator is only a composition of others (CompositeImplicitAutograd: conv2d, batch_norm, ...)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
 
 
 def launches(func) -> bool:
     """Whether an operator (an OpOverload) counts as a kernel launch (see the module's docstring)."""
-    return (func.namespace == "aten" and not func.is_view and func.overloadpacket not in NO_KERNEL
-            and not torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"))
+    return func.namespace == "aten" and not func.is_view and func.overloadpacket not in NO_KERNEL
 
 
 class LaunchCounter(TorchDispatchMode):
@@ -49,9 +54,15 @@ class LaunchCounter(TorchDispatchMode):
         self.ops: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if composite(func):             # reached whole where autograd is off (inference_mode): count its parts
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
         if launches(func):
             self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
     @property
     def total(self) -> int:
