@@ -9,6 +9,8 @@ from typing import Any
 # The allowed values of every setting that takes a name: the one list of each (the schema's enums, the workflow's
 # wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
 SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
+# the sources read whole into memory, which the workflow prepares once as memory-mapped arrays (ucir.data.prepared)
+PREPARED_SOURCES = ("cifar100", "fashion_mnist")
 BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
 HEADS = ("cosine", "linear")
 SELECTIONS = ("herding", "herding_official", "random")

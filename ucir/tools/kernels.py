@@ -70,6 +70,7 @@ class LaunchCounter(TorchDispatchMode):
 
 
 METHODS = ("lucir", "icarl")
+NAMES = {"lucir": "LUCIR", "icarl": "iCaRL"}
 
 
 def step_setup(method: str, batch_size: int = 8, device: str | torch.device = "cpu", num_old: int = 50,
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     for method in METHODS:
         n, ops = step_launches(method, args.batch_size)
-        print(f"kernels per {'LUCIR' if method == 'lucir' else 'iCaRL'} step: {n}")
+        print(f"kernels per {NAMES[method]} step: {n}", flush=True)
         if args.ops:
             print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common()))
 
