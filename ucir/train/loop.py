@@ -1,9 +1,9 @@
 """The training loop of every stage: SGD over the trainable parameters with MultiStepLR (Sec. 4.1), one batch at a
 time: forward (the stage's Objective), backward, step, bookkeeping. Resuming and saving (ucir.train.state) and the
 epoch's sums, non-finite check and log lines (ucir.train.progress) live in helpers, so the loop reads top to
-bottom. A step converts no tensor to a Python value, so on CUDA it never waits for the GPU, and it launches as few kernels
-as its arithmetic allows (ucir.tools.kernels counts them): the optimizer steps every parameter at once (foreach),
-the epoch's statistics are one row per step, BatchNorm's batch counters are added once per epoch
+bottom. A step converts no tensor to a Python value, so on CUDA it never waits for the GPU, and it launches as few
+kernels as its arithmetic allows (ucir.tools.kernels counts them): the optimizer steps every parameter at once
+(foreach), the epoch's statistics are one row per step, BatchNorm's batch counters are added once per epoch
 (DeferredBatchCount), and the teacher runs without autograd."""
 from __future__ import annotations
 
