@@ -107,7 +107,7 @@ class Rows:
 @pytest.mark.parametrize("method", ["lucir", "icarl"])
 def test_fit_matches_reference_loop_bit_for_bit(method, monkeypatch):
     """Parameters, buffers, momentum buffers and the logged losses and accuracy after 2 epochs x 3 steps."""
-    cfg, net, objective, data, indices = step_setup(method, batch_size=8)
+    cfg, net, objective, data, indices = step_setup(method, batch_size=4)
     s = dataclasses.replace(cfg.train, epochs=2, milestones=[1])       # the lr decays after the first epoch
     ref_net = copy.deepcopy(net)
     ref_objective = dataclasses.replace(objective, teacher=copy.deepcopy(objective.teacher))

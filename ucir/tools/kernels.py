@@ -73,7 +73,7 @@ METHODS = ("lucir", "icarl")
 NAMES = {"lucir": "LUCIR", "icarl": "iCaRL"}
 
 
-def step_setup(method: str, batch_size: int = 8, device: str | torch.device = "cpu", num_old: int = 50,
+def step_setup(method: str, batch_size: int = 2, device: str | torch.device = "cpu", num_old: int = 50,
                num_classes: int = 100, seed: int = 0):
     """An incremental phase's training step as train_phase sets it up, on random weights: (cfg, net, objective,
     data, indices of three batches). ResNet-32, `num_old` of `num_classes` classes known to the teacher, the
@@ -102,7 +102,7 @@ def step_setup(method: str, batch_size: int = 8, device: str | torch.device = "c
     return cfg, net, objective, DeviceArrays(train, spec_for("synthetic"), device), torch.arange(3 * batch_size)
 
 
-def count_fit(method: str, batches: int, batch_size: int = 8, device: str | torch.device = "cpu") -> LaunchCounter:
+def count_fit(method: str, batches: int, batch_size: int = 2, device: str | torch.device = "cpu") -> LaunchCounter:
     """The launches of ucir.train.fit over `batches` batches (one epoch) of step_setup(method)."""
     from ..train.loop import fit
     cfg, net, objective, data, indices = step_setup(method, batch_size, device)
@@ -112,7 +112,7 @@ def count_fit(method: str, batches: int, batch_size: int = 8, device: str | torc
     return counter
 
 
-def step_launches(method: str, batch_size: int = 8, device: str | torch.device = "cpu") -> tuple[int, Counter]:
+def step_launches(method: str, batch_size: int = 2, device: str | torch.device = "cpu") -> tuple[int, Counter]:
     """Kernel launches of one steady-state training step of `method` (fit over 3 batches minus fit over 2), and
     that step's operators by name."""
     three, two = count_fit(method, 3, batch_size, device), count_fit(method, 2, batch_size, device)
@@ -123,7 +123,7 @@ def step_launches(method: str, batch_size: int = 8, device: str | torch.device =
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch-size", type=int, default=8, help="images per step (the count does not depend on it)")
+    ap.add_argument("--batch-size", type=int, default=2, help="images per step (the count does not depend on it)")
     ap.add_argument("--ops", action="store_true", help="also list each step's operators by count")
     args = ap.parse_args(argv)
     for method in METHODS:
