@@ -116,17 +116,20 @@ def test_real_data_counts_are_capped_by_the_settings():
 
 @pytest.mark.workflow
 def test_jobs_are_what_snakemake_plans(tmp_path):
-    """The same configuration, with a second dataset (its own tables and figures) and an ImageNet-Subset one (its
-    class list): jobs per rule from the plan and from a real dry run."""
+    """The same configuration, with a second dataset (its own tables and figures), an ImageNet-Subset one (its
+    class list) and a CIFAR-100 one (its prepared arrays): jobs per rule from the plan and from a real dry run."""
     cfg = copy.deepcopy(CONFIG)
     root = tmp_path / "imagenet"                   # absent: a dry run plans without the data (issue 24)
     cfg["datasets"]["other"] = copy.deepcopy(SYNTHETIC)
     cfg["datasets"]["subset"] = dict(source="imagenet_subset", root=str(root), num_classes=6, base_classes=2,
                                      settings=dict(backbone="resnet18", per_class=2))
-    cfg["experiments"]["other"] = dict(datasets=["other", "subset"], methods=["lucir", "icarl"], phases=[1, 2],
-                                       plot=EXPERIMENT_PLOTS[0])
+    cfg["datasets"]["cifar"] = dict(source="cifar100", root=str(tmp_path / "cifar"), num_classes=100,
+                                    base_classes=50)
+    cfg["experiments"]["other"] = dict(datasets=["other", "subset", "cifar"], methods=["lucir", "icarl"],
+                                       phases=[1, 2], plot=EXPERIMENT_PLOTS[0])
     run = dry_run(tmp_path, write_config(tmp_path / "config.yaml", cfg))
     assert dict(plan.plan_config(cfg)["total"].jobs) == run.stats
+    assert run.stats["prepare_data"] == 1
 
 
 @pytest.mark.workflow
@@ -150,7 +153,7 @@ def test_slurm_allocations_are_the_group_jobs_snakemake_plans(tmp_path):
 def test_make_plan_on_the_paper_grid_agrees_with_its_dry_run_counts():
     """config.yaml's counts (README: What a grid costs), recomputed; `make dryrun-paper` prints the same."""
     p = plan.plan_config(plan.load_config([str(REPO / "config.yaml")]))["total"]
-    assert p.runs == 138 and sum(p.jobs.values()) == 2720
+    assert p.runs == 138 and sum(p.jobs.values()) == 2721
     assert p.allocations < sum(p.jobs.values()) / 3
 
 

@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 # wildcard constraints and RunConfig.check all read ENUMS). A new backbone or source is a name here plus its code.
 SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "synthetic")
 FOLDER_SOURCES = ("imagenet", "imagenet_subset")     # JPEG folders, decoded by loader workers; the others live in memory
+# the sources read whole into memory, which the workflow prepares once as memory-mapped arrays (ucir.data.prepared)
+PREPARED_SOURCES = ("cifar100", "fashion_mnist")
 # Every backbone: name -> (its family in ucir.models.BACKBONE_FAMILIES, the family's arguments besides in_channels
 # and last_relu). The family builds it, providing what ucir/models/__init__.py says every backbone provides (out_dim);
 # no name is parsed.

@@ -36,6 +36,12 @@ def load_torch(path: str | os.PathLike) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def save_array(array, path: str | os.PathLike) -> None:
+    """A numpy array as a .npy file (no pickled objects), atomically."""
+    import numpy as np
+    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
 def save_text(text: str, path: str | os.PathLike) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 

@@ -41,6 +41,7 @@ class Job:
     log: JobLog
     workers: int = 1               # DataLoader workers for folder data
     exemplars_per_class: int | None = None    # the memory's size after the phase (selection, evaluation)
+    prepared: str | None = None    # the dataset's prepared arrays (ucir.data.prepared), mapped by load_run_data
 
 
 def loader_workers(workers: int | None, threads: int) -> int:
@@ -51,13 +52,16 @@ def loader_workers(workers: int | None, threads: int) -> int:
 
 @contextlib.contextmanager
 def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
-        compile_cache: str | None = COMPILE_CACHE) -> Iterator[Job]:
+        compile_cache: str | None = COMPILE_CACHE, prepared: str | None = None,
+        inference: bool = False) -> Iterator[Job]:
     """Redirect stdout/stderr to the job's log (line-buffered, so `tail -f` follows it), set torch threads and
     the device, and log any exception with its traceback before re-raising it. run_settings: the job's params (what
     its output depends on, ucir.deps.stage_settings: RunConfig fields and, for the stages that keep or read the
     memory, its size `exemplars_per_class`); execution: how it runs (ucir.grid.execution_settings).
     A training job's epochs also go to <log>.csv beside the log, and with `tensorboard: true` to TensorBoard event
-    files in the folder <log> without its suffix."""
+    files in the folder <log> without its suffix. prepared: the folder of the dataset's prepared arrays (Job.prepared).
+    inference: the job only runs the network forward (selection, evaluation): no cuDNN autotuning, which would
+    time every convolution's algorithms for the few batches of each shape such a job runs."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         t0 = time.perf_counter()
@@ -69,13 +73,18 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
             prepare_environment(cfg.deterministic, compile_cache if cfg.compile else None)   # before CUDA starts
             records = EpochRecords(Path(log_path).with_suffix(".csv"),
                                    Path(log_path).with_suffix("") if cfg.tensorboard else None)
-            j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class)
+            j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class,
+                    prepared)
             j.device = pick_device(cfg.device, j.log)
             configure(j.device, cfg.deterministic, cfg.precision)
+            if inference:
+                torch.backends.cudnn.benchmark = False
             numerics = (f"training precision {cfg.precision}, evaluation fp32 (IEEE)" if "precision" in settings
                         else "fp32 (IEEE; no training in this job)")
             j.log(f"device {describe(j.device)}, {threads} thread(s), torch {torch.__version__}, {numerics}, "
-                  f"deterministic: {cfg.deterministic}"
+                  f"deterministic: {cfg.deterministic}, cuDNN autotuning: "
+                  f"{torch.backends.cudnn.benchmark if j.device.type == 'cuda' else 'n/a'}"
+                  + (f", dataset mapped from {prepared}" if prepared else "")
                   + (f", {j.workers} loader workers" if cfg.source in FOLDER_SOURCES else ""))
             yield j
             j.log("done")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import PREPARED_SOURCES
 from .report import EXPERIMENT_FIGURES, FIGURES, TABLES
 
 # Package code each kind of job runs (paths under ucir/; a folder stands for its modules). Editing one of these
@@ -38,6 +39,7 @@ class Rule:
     per: str = "phase"            # one job per: base (model, shared by the runs with it) | phase | run | dataset
     sources: tuple[str, ...] = ()  # only for datasets of these sources (empty: every dataset)
     gpu: bool = False             # runs the network: takes a GPU where there is one
+    trains: bool = False          # trains it (the others only run it forward: no cuDNN autotuning, ucir.jobs)
     threads: int = 1
     mem_mb: int = 2000
     runtime: int = 10             # minutes
@@ -48,6 +50,10 @@ class Rule:
     def shared(self) -> bool:
         return self.per == "base"
 
+    @property
+    def inference_only(self) -> bool:
+        return self.gpu and not self.trains
+
     def group_id(self) -> str | None:
         if self.group is None:
             return None
@@ -55,7 +61,7 @@ class Rule:
         return gid.replace("{k}", "{phases}") if self.at_last_phase else gid
 
 
-_TRAIN = dict(gpu=True, threads=2, mem_mb=16000, runtime=720)
+_TRAIN = dict(gpu=True, trains=True, threads=2, mem_mb=16000, runtime=720)
 _INFER = dict(gpu=True, mem_mb=8000, runtime=120)
 RULES: tuple[Rule, ...] = (
     Rule("train_base", "train_base", "train_base", TRAIN_CODE, per="base", **_TRAIN),
@@ -68,6 +74,8 @@ RULES: tuple[Rule, ...] = (
          **dict(_TRAIN, runtime=240)),
     Rule("evaluate_phase", "evaluate_phase", "evaluate_phase", EVALUATE_CODE, group="phase", **_INFER),
     Rule("summarize_run", None, "summarize_run", REPORT_CODE, per="run", group="phase", at_last_phase=True),
+    # an in-memory dataset read once into arrays that its stage jobs memory-map (ucir.data.prepared)
+    Rule("prepare_data", None, "prepare_data", ("data", "io.py"), per="dataset", sources=PREPARED_SOURCES),
     Rule("list_classes", None, "list_classes", ("data",), per="dataset", sources=("imagenet_subset",), mem_mb=1000),
     Rule("aggregate", None, "aggregate", REPORT_CODE, per="dataset"),
     # the experiment figures share one script, which draws the rule's figure; the others have their own

@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import IMAGES_PER_CLASS, SOURCES
+from ..config import IMAGES_PER_CLASS, PREPARED_SOURCES, SOURCES
 from .order import OFFICIAL_SEED, class_order, positions
 from .specs import DataSpec, spec_for
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ArraySplit", "FolderSplit", "Split", "DataSpec", "RunData", "class_order", "positions",
            "make_synthetic", "spec_for", "on_device", "relabel", "subsample_per_class", "indices_of_classes",
-           "load_run_data", "load_splits", "class_names", "OFFICIAL_SEED"]
+           "load_run_data", "load_splits", "class_names", "OFFICIAL_SEED", "PREPARED_SOURCES",
+           "prepare_dataset"]
 _LAZY = {"ArraySplit": "splits", "FolderSplit": "splits", "Split": "splits", "indices_of_classes": "splits",
          "relabel": "splits", "subsample_per_class": "splits", "make_synthetic": "synthetic", "on_device": "loaders",
          "DeviceArrays": "loaders", "FolderImages": "loaders"}
@@ -52,17 +53,38 @@ class RunData:
         return indices_of_classes(self.test.targets, lo, hi)
 
 
+def prepare_dataset(source: str, root: str, folder: str, download: bool = False) -> list[str]:
+    """Read an in-memory source once (every image, both splits) and write it as arrays into `folder`; return the
+    files written (the prepare_data rule)."""
+    if source not in PREPARED_SOURCES:
+        raise ValueError(f"source {source!r} is not prepared as arrays (only {', '.join(PREPARED_SOURCES)})")
+    from .prepared import prepare_arrays
+    train, test_split = load_splits(source, root, download)
+    return [str(p) for p in prepare_arrays({"train": train, "test": test_split}, folder)]
+
+
 def load_splits(source: str, root: str | None, download: bool = False, *, num_classes: int | None = None,
                 train_per_class: int | None = None, test_per_class: int | None = None,
-                synthetic_seed: int = 0, subset_seed: int = 1993, test: bool = True) -> tuple[Split, Split | None]:
+                synthetic_seed: int = 0, subset_seed: int = 1993, test: bool = True,
+                prepared: str | None = None) -> tuple[Split, Split | None]:
     """(train, test) for a config's `source`, targets = original class ids; test=False: the training split only
     (test is None). `num_classes` is used by "synthetic" (required) and "imagenet_subset" (default 100). For real
     sources `train_per_class` / `test_per_class`, when given, keep that many images per class (fixed seed); for
-    "synthetic" they are the generated sizes (default 500 / 100). The synthetic set needs no torchvision import."""
+    "synthetic" they are the generated sizes (default 500 / 100). The synthetic set needs no torchvision import.
+    prepared: the folder where the workflow's prepare_data rule wrote the source's arrays (ucir.data.prepared),
+    memory-mapped instead of reading the source (CIFAR-100 and Fashion-MNIST only)."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
     from .splits import subsample_per_class
     from .synthetic import make_synthetic
+    if prepared is not None:
+        if source not in PREPARED_SOURCES:
+            raise ValueError(f"prepared={prepared!r}: source {source!r} is not prepared as arrays (only "
+                             f"{', '.join(PREPARED_SOURCES)})")
+        from .prepared import load_prepared
+        train, test_split = load_prepared(prepared, test=test)
+        return (subsample_per_class(train, train_per_class),
+                subsample_per_class(test_split, test_per_class) if test else None)
     if source == "synthetic":
         if num_classes is None:
             raise ValueError("source 'synthetic' needs num_classes")
@@ -106,14 +128,17 @@ def class_names(source: str, root: str | None, num_classes: int, subset_seed: in
     return sorted(sources.imagenet_subset_classes(root, num_classes, subset_seed))
 
 
-def load_run_data(cfg, device: torch.device, workers: int = 8, test: bool = True) -> RunData:
+def load_run_data(cfg, device: torch.device, workers: int = 8, test: bool = True,
+                  prepared: str | None = None) -> RunData:
     """Load the configured dataset, apply the run's class order, put it on the device. cfg: ucir.config.RunConfig.
-    test=False: the training split only (RunData.test is None), for the stages that never evaluate."""
+    test=False: the training split only (RunData.test is None), for the stages that never evaluate. prepared: the
+    dataset's prepared arrays (load_splits), mapped instead of reading the source."""
     from .loaders import on_device
     from .splits import relabel
     train, test_split = load_splits(cfg.source, cfg.root, cfg.download, num_classes=cfg.num_classes,
                                     train_per_class=cfg.train_per_class,
-                                    test_per_class=cfg.test_per_class if test else None, test=test)
+                                    test_per_class=cfg.test_per_class if test else None, test=test,
+                                    prepared=prepared)
     n = int(train.targets.max()) + 1
     if n != cfg.num_classes:
         from .sources import DatasetError

@@ -12,7 +12,8 @@ precision asked for (--precision, default fp32, a configuration's default: the r
 output's `precision:` line names it) and on CUDA adds cudnn autotuning. Both loops run in this one
 process, so both get ucir's allocator setting (freed memory kept for reuse, ucir.runtime.retain_freed_memory);
 `--default-malloc` leaves glibc's defaults, to measure that setting on its own in a second run.
-Rounds alternate (ucir, naive, ucir, ...); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
+Rounds alternate (ucir, naive, ucir, ...). Then the kernel launches of one LUCIR and one iCaRL training step
+(ucir.tools.kernels, counted on the CPU); the last line is `ratio: X.XX`, ucir over naive, of median images/s.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from ..models import build_model
 from ..devices import pick_device
 from ..runtime import configure
 from ..train.loop import Objective, fit, make_optimizer
+from .kernels import METHODS, NAMES, step_launches
 
 
 class NaiveCifar(Dataset):
@@ -219,6 +221,8 @@ def main(argv=None) -> None:
     print(f"one incremental phase (train_phase: imprint + {args.phase_epochs} epoch(s) on "
           f"{len(data.train_indices(50, 60)) + len(memory['index'])} images): {time.perf_counter() - t0:.1f} s")
     print(f"demo pipeline wall time: {_demo_wall_time()}")
+    for method in METHODS:                                                 # counted on the CPU: the same graph on CUDA
+        print(f"kernels per {NAMES[method]} step: {step_launches(method)[0]} (ucir.tools.kernels)", flush=True)
     ratio = statistics.median(speeds["ucir"]) / statistics.median(speeds["naive"])
     print(f"ratio: {ratio:.2f}")
 

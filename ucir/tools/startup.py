@@ -7,7 +7,13 @@ puts before the script (unpickling its `snakemake` object imports snakemake.scri
 snakemake.iocontainers), the script's own import lines (read from the workflow/scripts/ file its rule runs, ucir.pipeline), then
 what the script does before its stage's first step: ucir.jobs.job() (threads, device), ucir.data.load_run_data (the
 training split only where the script passes test=False) and its input checkpoints (torch.load, then the network
-built from each model). The report rules (summarize_run, aggregate, plot_*, list_classes) are their imports only.
+built from each model). The report rules (summarize_run, aggregate, plot_*) and the dataset rules (prepare_data,
+list_classes) are their imports only.
+
+Each stage rule's job is replayed twice, side by side: mapping the dataset's prepared arrays (the prepare_data rule's
+output, ucir.data.prepared), as the workflow runs it, and reading the source itself (unpickling CIFAR-100), as it did
+before that rule; the table shows both totals and the cut. Mapping defers reading: the pages are read when first
+used (the copy to a GPU, or the first epoch on the CPU), from the page cache that every job on the machine shares.
 
 Data: CIFAR-100 from --root, else a stand-in with its files and sizes (50,000 + 10,000 random images in
 torchvision's pickle layout), the paper grid's dataset. Checkpoints: ResNet-32 with a cosine head, 50 classes after
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .. import pipeline
@@ -89,9 +96,10 @@ def child(spec: dict) -> dict[str, float]:
         from ..data import load_run_data
         from ..io import load_torch
         from ..jobs import job
-        with job(spec["settings"], spec["execution"], spec["log"], spec["threads"]) as j:
+        with job(spec["settings"], spec["execution"], spec["log"], spec["threads"], prepared=spec.get("prepared"),
+                 inference=spec.get("inference", False)) as j:
             mark("device")
-            load_run_data(j.cfg, j.device, workers=spec["threads"], test=spec["test"])
+            load_run_data(j.cfg, j.device, workers=spec["threads"], test=spec["test"], prepared=j.prepared)
             mark("data")
             for path in spec["inputs"].values():
                 ckpt = load_torch(path)
@@ -198,6 +206,7 @@ def main(argv=None) -> int:
 
     from .. import deps
     from ..config import resolve
+    from ..data import prepare_dataset
     scripts = rule_scripts()
     rules = args.rules or list(scripts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,11 +217,18 @@ def main(argv=None) -> int:
             fake_cifar100(Path(root))
         cfg = resolve("lucir", dict(PAPER, root=root))
         inputs = checkpoints(cfg, tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                        # a stand-in is not the official file
+            prepared = str(Path(prepare_dataset("cifar100", root, str(tmp / "prepared"))[0]).parent)
         print(f"job start-up per rule, seconds from the interpreter's start to the first training or inference "
               f"step; minimum of {args.repeat} runs each; CIFAR-100 {'at ' + root if args.root else '(stand-in)'}, "
               f"ResNet-32, device {args.device}, {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        header = ["rule", *SEGMENTS, "total"]
+        print("the segments and `total`: the job as the workflow runs it (the dataset mapped from its prepared "
+              "arrays); `read`, `before`: its data segment and total when it reads the source instead (unpickling "
+              "it, as before the prepare_data rule); `cut`: read - data (the one segment that differs; the others "
+              "vary with the machine's load)")
+        header = ["rule", *SEGMENTS, "total", "read", "before", "cut"]
         print("  ".join(f"{h:>11}" if i else f"{h:<22}" for i, h in enumerate(header)))
         for rule in rules:
             script, threads = scripts[rule]
@@ -222,12 +238,21 @@ def main(argv=None) -> int:
                 spec.update(stage=stage, settings=deps.stage_settings(stage, cfg, phase),
                             execution={"root": root, "device": args.device},
                             test="test=False" not in script.read_text(),
-                            inputs={k: inputs[v] for k, v in names.items()})
+                            inputs={k: inputs[v] for k, v in names.items()},
+                            inference=pipeline.rule(rule).inference_only)
+                read = measure(rule, script, threads, dict(spec, prepared=None), args.repeat)
+                spec["prepared"] = prepared
             runs = measure(rule, script, threads, spec, args.repeat)
             best = {k: min(r[k] for r in runs) for k in runs[0]}
             total = min(sum(r.values()) for r in runs)
             cells = [f"{best[k]:11.2f}" if k in best else f"{'-':>11}" for k in SEGMENTS]
-            print(f"{rule:<22}  " + "  ".join(cells) + f"  {total:11.2f}", flush=True)
+            if stage_job(rule):
+                before, read_data = min(sum(r.values()) for r in read), min(r["data"] for r in read)
+                cells += [f"{total:11.2f}", f"{read_data:11.2f}", f"{before:11.2f}",
+                          f"{read_data - best['data']:11.2f}"]
+            else:
+                cells += [f"{total:11.2f}", *[f"{'-':>11}"] * 3]
+            print(f"{rule:<22}  " + "  ".join(cells), flush=True)
     if args.snakemake:
         print(f"cluster job, Snakemake inside the allocation ({args.snakemake}; dry run of one job): "
               f"{snakemake_seconds(args.snakemake, args.repeat):.2f} s")

@@ -1,10 +1,15 @@
 """The training loop of every stage: SGD over the trainable parameters with MultiStepLR (Sec. 4.1), one batch at a
 time: forward (the stage's Objective), backward, step, bookkeeping. Resuming and saving (ucir.train.state) and the
 epoch's sums, non-finite check and log lines (ucir.train.progress) live in helpers, so the loop reads top to
-bottom. A step converts no tensor to a Python value, so on CUDA it never waits for the GPU."""
+bottom. A step converts no tensor to a Python value, so on CUDA it never waits for the GPU, and it launches as few
+kernels as its arithmetic allows (ucir.tools.kernels counts them): the optimizer steps every parameter at once
+(foreach), the epoch's statistics are one row per step, BatchNorm's batch counters are added once per epoch
+(DeferredBatchCount), and the teacher runs without autograd."""
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,13 +20,16 @@ from ..models import IncrementalNet
 from ..runtime import autocast, bf16_training, training_precision
 from .objective import Objective
 from .progress import EpochStats, NonFiniteLoss, Progress
-from .state import Preempted, Resumable, SigtermFlag
+from .state import DeferredBatchCount, Preempted, Resumable, SigtermFlag
 
 __all__ = ["NonFiniteLoss", "Objective", "Preempted", "fit", "make_optimizer"]
 
 
 def make_optimizer(params, s: Schedule):
-    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    """SGD with momentum and weight decay (Sec. 4.1), stepping all parameters with one `_foreach_*` operator per
+    update (a few kernels on CUDA, one per parameter for the for-loop; torch picks foreach on CUDA itself, this
+    makes the CPU do the same arithmetic: identical results, tests/test_launches.py), and MultiStepLR."""
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(s.milestones), gamma=s.gamma)
     return opt, sched
 
@@ -45,22 +53,28 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
         for epoch in range(start_epoch, s.epochs):
             (train_mode or IncrementalNet.train)(net)
             gen_state = g.get_state()                   # this epoch's draws, replayed by a job that resumes in it
-            stats = EpochStats(device)
+            stats = EpochStats(device, batches)
             progress.start_epoch(skipped_images=min(skip * s.batch_size, len(indices)))
-            for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
-                if b < skip:                            # done before the state was saved
-                    continue
-                with autocast(device, bf16):
-                    terms, logits = objective.terms(net, x, y)
-                opt.zero_grad(set_to_none=True)
-                sum(terms.values()).backward()
-                opt.step()
-                stats.add(b, terms, logits, y)
-                progress.batch(epoch, b, len(y))
-                if sigterm.set:
-                    state.save(net, opt, sched, gen_state, epoch, b + 1)
-                    log(f"{desc}: SIGTERM at epoch {epoch + 1}, batch {b + 1}; resumable state saved")
-                    raise Preempted(143)
+            stopped_after = None
+            with DeferredBatchCount(net) as bn_count:
+                for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
+                    if b < skip:                        # done before the state was saved
+                        continue
+                    with autocast(device, bf16):
+                        terms, logits = objective.terms(net, x, y)
+                    opt.zero_grad(set_to_none=True)
+                    functools.reduce(operator.add, terms.values()).backward()
+                    opt.step()
+                    bn_count.step()
+                    stats.add(b, terms, logits, y)
+                    progress.batch(epoch, b, len(y))
+                    if sigterm.set:
+                        stopped_after = b + 1
+                        break
+            if stopped_after is not None:
+                state.save(net, opt, sched, gen_state, epoch, stopped_after)
+                log(f"{desc}: SIGTERM at epoch {epoch + 1}, batch {stopped_after}; resumable state saved")
+                raise Preempted(143)
             skip = 0
             lr = opt.param_groups[0]["lr"]
             sched.step()

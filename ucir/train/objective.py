@@ -31,18 +31,18 @@ class Objective:
         cfg, old, teacher = self.cfg, self.num_old, self.teacher
         cos = None                                                         # N x C unscaled, computed once
         if cfg.distill == "feature":                                       # Eq. 6
-            with torch.inference_mode():
+            with torch.no_grad():
                 t_feats = teacher.features(x)                              # N x D
-            out["lf"] = self.lam * L.less_forget(feats.float(), t_feats.float().clone())
+            out["lf"] = self.lam * L.less_forget(feats.float(), t_feats.float())
         elif cfg.distill == "cosine_scores":                               # Eq. 5
-            with torch.inference_mode():
+            with torch.no_grad():
                 t_cos = teacher.head.cosine(teacher.features(x))           # N x C_old, unscaled
             cos = net.head.cosine(feats).float()
-            out["cs"] = self.lam * L.cosine_score_distillation(cos[:, :old], t_cos.float().clone(), cfg.cs_loss)
+            out["cs"] = self.lam * L.cosine_score_distillation(cos[:, :old], t_cos.float(), cfg.cs_loss)
         elif cfg.distill == "kd":                                          # Eq. 2
-            with torch.inference_mode():
+            with torch.no_grad():
                 t_logits = teacher(x)                                      # N x C_old
-            out["kd"] = self.lam * L.lwf_distillation(logits.float(), t_logits[:, :old].float().clone(), cfg.kd_T)
+            out["kd"] = self.lam * L.lwf_distillation(logits.float(), t_logits[:, :old].float(), cfg.kd_T)
         elif cfg.distill != "none":
             raise ValueError(f"no term for distill={cfg.distill!r} in Objective.terms (ucir/train/objective.py); "
                              f"the distillations: {', '.join(DISTILLS)} (ucir.config.DISTILLS)")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import features
@@ -23,27 +24,47 @@ class NonFiniteLoss(RuntimeError):
 
 
 class EpochStats:
-    """An epoch's loss sums, correct predictions and, per loss term, the first batch where it was not finite."""
+    """An epoch's loss terms and correct predictions, one row per batch in a device buffer: a step writes its row
+    with one kernel (plus the three of its correct count), and the epoch's sums, accuracy and non-finite check are
+    read once, at its end. The sums are those of a running float32 sum over the batches in their order (sum +=
+    term * batch size), the arithmetic a per-step accumulation on the device would do, so the logged numbers do not
+    depend on where the sum is made."""
 
-    def __init__(self, device: torch.device):
-        self.sums: dict[str, torch.Tensor] = {}
-        self.first_bad: dict[str, torch.Tensor] = {}
-        self.correct = torch.zeros((), device=device)
+    def __init__(self, device: torch.device, batches: int):
+        self.device, self.batches = device, batches
+        self.names: list[str] = []
+        self.rows: torch.Tensor | None = None           # batches x (terms + 1): each term, then the correct count
+        self.sizes: dict[int, int] = {}                 # batch -> its images, for the batches this process trained
         self.seen = 0
+        self._read: tuple[dict[str, float], int, dict[str, int]] | None = None
 
     def add(self, b: int, terms: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> None:
-        for k, v in terms.items():
-            v = v.detach()
-            self.sums[k] = self.sums.get(k, 0) + v * len(y)
-            bad = self.first_bad.get(k)
-            if bad is None:                                                # once per term and epoch, not per step
-                bad = torch.full((), -1, device=v.device)
-            self.first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), b, bad)
-        self.correct += (logits.argmax(1) == y).sum()
+        if self.rows is None:                            # the terms are known at the first step
+            self.names = list(terms)
+            self.rows = torch.zeros(self.batches, len(terms) + 1, device=self.device)
+        correct = (logits.argmax(1) == y).sum()
+        torch.stack([*(v.detach() for v in terms.values()), correct], out=self.rows[b])
+        self.sizes[b] = len(y)
         self.seen += len(y)
 
+    def _reduce(self) -> tuple[dict[str, float], int, dict[str, int]]:
+        """(loss sums, correct predictions, first non-finite batch of each term that had one), read once."""
+        if self._read is None:
+            rows = self.rows.cpu().numpy() if self.rows is not None else np.zeros((0, 1), np.float32)
+            sums = [np.float32(0)] * len(self.names)
+            correct, first_bad = 0, {}
+            for b, n in sorted(self.sizes.items()):
+                for i, k in enumerate(self.names):
+                    v = rows[b, i]
+                    sums[i] = np.float32(sums[i] + v * np.float32(n))
+                    if not np.isfinite(v):
+                        first_bad.setdefault(k, b)
+                correct += int(rows[b, -1])
+            self._read = dict(zip(self.names, map(float, sums))), correct, first_bad
+        return self._read
+
     def check_finite(self, where: str) -> None:
-        bad = {k: int(v) for k, v in self.first_bad.items() if int(v) >= 0}
+        bad = self._reduce()[2]
         if bad:
             first = min(bad.values())
             names = [k for k, v in bad.items() if v == first]
@@ -51,10 +72,10 @@ class EpochStats:
                                 f"batch {first + 1}")
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / max(self.seen, 1) for k, v in self.sums.items()}
+        return {k: v / max(self.seen, 1) for k, v in self._reduce()[0].items()}
 
     def accuracy(self) -> float:
-        return 100 * float(self.correct) / max(self.seen, 1)
+        return 100 * self._reduce()[1] / max(self.seen, 1)
 
 
 def clock(seconds: float) -> str:

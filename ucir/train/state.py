@@ -49,6 +49,34 @@ class Resumable:
             self.path.unlink(missing_ok=True)
 
 
+class DeferredBatchCount:
+    """BatchNorm counts its training batches in a buffer (num_batches_tracked += 1: one kernel per layer and step,
+    33 for ResNet-32) that only a layer with momentum=None reads. For the layers with a momentum (ucir's: 0.1) the
+    buffer is detached while the epoch's steps run and the steps are added to it at once when they end, so the
+    checkpoints hold the same counts. Only layers in training mode count (the frozen backbone of CBF does not)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                       and m.training and m.track_running_stats and m.momentum is not None
+                       and m.num_batches_tracked is not None]
+        self.counts = [m.num_batches_tracked for m in self.layers]
+        self.steps = 0
+
+    def __enter__(self):
+        for m in self.layers:
+            m.num_batches_tracked = None
+        return self
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def __exit__(self, *exc):
+        for m, count in zip(self.layers, self.counts):
+            m.num_batches_tracked = count
+        if self.steps and self.counts:
+            torch._foreach_add_(self.counts, self.steps)
+
+
 class SigtermFlag:
     """Turns SIGTERM (a SLURM time limit or preemption) into a flag the training loop checks after each step."""
 

@@ -3,7 +3,7 @@ import sys
 
 from ucir import deps
 from ucir.codehash import submission_hashes
-from ucir.config import METHODS, ConfigError
+from ucir.config import METHODS, PREPARED_SOURCES, ConfigError
 from ucir.grid import BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, check_data, shared_jobs
 from ucir.pipeline import resources_of, rule_mismatch, script_of, table_outputs, threads_of
 from ucir.validate import check_config, load_schema
@@ -118,6 +118,22 @@ def get_dataset_params(w):
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
 
+def prepared_data(dataset):
+    """The folder of the dataset's arrays (rule prepare_data), for the sources read into memory; else None."""
+    return f"results/{dataset}/data" if config["datasets"][dataset]["source"] in PREPARED_SOURCES else None
+
+
+def with_data(w, inputs):
+    """A stage job's inputs and, where its dataset has them, the prepared arrays it maps. ancient: the arrays are
+    the source's, whenever they were written, so writing them again reruns no job that reads them."""
+    data = prepared_data(w.dataset)
+    return {**inputs, "data": ancient(data)} if data else inputs
+
+
+def get_data_inputs(w):
+    return with_data(w, {})
+
+
 def _shared_run(w, stage):
     """A run using the shared job of `stage` these wildcards name (all such runs agree on its settings)."""
     key = (w.dataset, w.base, int(w.seed), *(w.get(k) for k in ("memory", "evaluation") if k in w.keys()))
@@ -125,34 +141,34 @@ def _shared_run(w, stage):
 
 
 def get_base_selection_inputs(w):
-    return {"model": base_model(_shared_run(w, "select_exemplars"))}
+    return with_data(w, {"model": base_model(_shared_run(w, "select_exemplars"))})
 
 
 def get_base_eval_inputs(w):
     r = _shared_run(w, "evaluate_phase")
-    return {"model": base_model(r), "memory": base_memory(r)}
+    return with_data(w, {"model": base_model(r), "memory": base_memory(r)})
 
 
 def get_selection_inputs(w):
     """select_exemplars after phase k: that phase's model before CBF (as the official code) and phase k-1's memory."""
     r, k = _run(w), int(w.k)
-    return {"model": f"{run_dir(r)}/phase{k}/model.pt", "memory": _memory(r, k - 1)}
+    return with_data(w, {"model": f"{run_dir(r)}/phase{k}/model.pt", "memory": _memory(r, k - 1)})
 
 
 def get_phase_inputs(w):
     r, k = _run(w), int(w.k)
-    return {"model": _final_model(r, k - 1), "memory": _memory(r, k - 1)}
+    return with_data(w, {"model": _final_model(r, k - 1), "memory": _memory(r, k - 1)})
 
 
 def get_cbf_inputs(w):
     r, k = _run(w), int(w.k)
-    return {"model": f"{run_dir(r)}/phase{k}/model.pt", "previous": _final_model(r, k - 1),
-            "memory": _memory(r, k)}
+    return with_data(w, {"model": f"{run_dir(r)}/phase{k}/model.pt", "previous": _final_model(r, k - 1),
+                         "memory": _memory(r, k)})
 
 
 def get_eval_inputs(w):
     r, k = _run(w), int(w.k)
-    return {"model": _final_model(r, k), "memory": _memory(r, k)}
+    return with_data(w, {"model": _final_model(r, k), "memory": _memory(r, k)})
 
 
 def get_run_metrics(w):

@@ -3,6 +3,8 @@
 
 
 rule train_base:
+    input:
+        unpack(get_data_inputs),
     output:
         "results/{dataset}/base/{base}/seed{seed}/model.pt",
     log:

@@ -6,7 +6,7 @@ from ucir.io import load_torch, provenance, save_json
 from stage_job import stage_job
 
 with stage_job(snakemake) as j:
-    data = load_run_data(j.cfg, j.device, workers=j.workers)
+    data = load_run_data(j.cfg, j.device, workers=j.workers, prepared=j.prepared)
     metrics = evaluate_phase(j.cfg, int(snakemake.wildcards.get("k", 0)), load_torch(snakemake.input.model),
                              load_torch(snakemake.input.memory), data, j.device, j.log)
     metrics.update(class_order=data.order, config=snakemake.params.run, provenance=provenance(j.device))

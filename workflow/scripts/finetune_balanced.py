@@ -5,7 +5,7 @@ from stage_job import stage_job
 from ucir.train import class_balance_finetune
 
 with stage_job(snakemake) as j:
-    data = load_run_data(j.cfg, j.device, workers=j.workers, test=False)
+    data = load_run_data(j.cfg, j.device, workers=j.workers, test=False, prepared=j.prepared)
     ckpt = class_balance_finetune(j.cfg, int(snakemake.wildcards.k), load_torch(snakemake.input.model),
                                   load_torch(snakemake.input.previous), load_torch(snakemake.input.memory),
                                   data, j.device, j.log)
