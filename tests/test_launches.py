@@ -115,7 +115,7 @@ def test_fit_matches_reference_loop_bit_for_bit(method, monkeypatch):
     monkeypatch.setattr(loop, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
     log = Rows()
     fit(net, objective, data, indices, s, device=torch.device("cpu"), g=torch.Generator().manual_seed(5), log=log,
-        desc="new", amp=False)
+        desc="new", precision="fp32")
     ref_opt, ref_rows = reference_fit(ref_net, ref_objective, data, indices, s, torch.Generator().manual_seed(5))
 
     new_state, ref_state = net.state_dict(), ref_net.state_dict()

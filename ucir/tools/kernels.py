@@ -108,7 +108,7 @@ def count_fit(method: str, batches: int, batch_size: int = 2, device: str | torc
     cfg, net, objective, data, indices = step_setup(method, batch_size, device)
     with LaunchCounter() as counter:
         fit(net, objective, data, indices[:batches * batch_size], cfg.train, device=torch.device(device),
-            g=torch.Generator().manual_seed(0), log=lambda s: None, desc="kernels", amp=False)
+            g=torch.Generator().manual_seed(0), log=lambda s: None, desc="kernels", precision="fp32")
     return counter
 
 
