@@ -12,6 +12,11 @@ SOURCES = ("cifar100", "fashion_mnist", "imagenet", "imagenet_subset", "syntheti
 BACKBONES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
 HEADS = ("cosine", "linear")
 SELECTIONS = ("herding", "herding_official", "random")
+# NME's second view of each exemplar: a real horizontal flip (the default), the official CIFAR-100 code's reversal of
+# the colour channels (its "flipped version" indexes the last axis of H x W x C images), or none. true and false
+# are accepted for horizontal and none (configurations written before the channel reversal existed).
+NME_FLIPS = ("horizontal", "channels", "none")
+NME_FLIP_ALIASES = ((True, "horizontal"), (False, "none"))
 ENUMS: dict[str, tuple] = {
     "source": SOURCES, "backbone": BACKBONES, "head": HEADS, "selection": SELECTIONS,
     "distill": ("feature", "cosine_scores", "kd", "none"),
@@ -20,6 +25,7 @@ ENUMS: dict[str, tuple] = {
     "mr_reduction": ("pairs", "anchors"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", True, False),
+    "nme_flip": NME_FLIPS + tuple(alias for alias, _ in NME_FLIP_ALIASES),
 }
 
 
@@ -79,7 +85,7 @@ class RunConfig:
     per_class: int | None = 20            # R_per
     total: int | None = None              # R_total (fixed capacity); overrides per_class when set
     selection: str = "herding"            # herding (never re-picks) | herding_official (the code's loop) | random
-    nme_flip: bool = True                 # NME means include horizontally flipped exemplars
+    nme_flip: str = "horizontal"          # NME means also over a second view of each exemplar: NME_FLIPS
     # schedules
     base_train: Schedule = field(default_factory=Schedule)
     train: Schedule = field(default_factory=Schedule)
@@ -95,6 +101,11 @@ class RunConfig:
     checkpoint_every: int = 0             # epochs between resumable states (0: never)
     workers: int | None = None            # DataLoader workers for folder data (null: the job's threads - 1)
     tensorboard: bool = False             # training curves also as TensorBoard event files (the `tensorboard` extra)
+
+    def __post_init__(self) -> None:
+        for alias, name in NME_FLIP_ALIASES:               # `is`: 1 and 0 are not aliases
+            if self.nme_flip is alias:
+                self.nme_flip = name
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], check: bool = True) -> "RunConfig":

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_model
+from .config import NME_FLIPS
+from .data.augment import hflip
 from .features import extract
 from .metrics import average_incremental_accuracy, backward_transfer, forgetting  # noqa: F401  (ucir.evaluate's API)
 
@@ -15,7 +17,7 @@ from .metrics import average_incremental_accuracy, backward_transfer, forgetting
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 flipped: torch.Tensor | None = None) -> torch.Tensor:
     """NME prototypes: per class, the mean of L2-normalised exemplar features, averaged with the mean of their
-    horizontally flipped copies' features when given, then L2-normalised. Classes without exemplars get NaN rows.
+    second view's features (nme_view) when given, then L2-normalised. Classes without exemplars get NaN rows.
     features, flipped: M x D; labels: M. Returns num_classes x D."""
     def mean_of(f: torch.Tensor) -> torch.Tensor:
         f = F.normalize(f.double(), dim=1)
@@ -26,6 +28,27 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     if flipped is not None:
         mu = (mu + mean_of(flipped)) / 2
     return F.normalize(mu, dim=1).float()
+
+
+def reverse_channels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The official CIFAR-100 code's "flipped version" of the exemplars (nme_flip: channels): prototypes[...][:, :, :,
+    ::-1] on N x H x W x C images reverses the colour channels (RGB -> BGR), not the width, before the usual
+    normalisation. x: N x C x H x W normalised with mean, std (C x 1 x 1); returns the reversed images normalised the
+    same way."""
+    return ((x * std + mean).flip(1) - mean) / std
+
+
+def nme_view(nme_flip: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable | None:
+    """The second view of each exemplar that NME's class means also average (RunConfig.nme_flip): a real horizontal
+    flip, the official code's channel reversal, or None."""
+    if nme_flip == "horizontal":
+        return hflip
+    if nme_flip == "channels":
+        m, s = (torch.tensor(v).view(-1, 1, 1) for v in (mean, std))
+        return lambda x: reverse_channels(x, m.to(x.device), s.to(x.device))
+    if nme_flip == "none":
+        return None
+    raise ValueError(f"nme_flip={nme_flip!r} is not allowed: one of {', '.join(NME_FLIPS)}")
 
 
 def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
@@ -87,8 +110,9 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data, device: torc
     if len(torch.unique(memory["label"])) == num_seen:                  # NME needs exemplars of every class
         mi, ml = memory["index"], memory["label"]
         ef = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, log=log, what="exemplars")
-        ff = extract(net, data.train_loader, mi, cfg.eval_batch_size, device, flip=True, log=log, what="exemplars") \
-            if cfg.nme_flip else None
+        view = nme_view(cfg.nme_flip, data.spec.mean, data.spec.std)
+        ff = None if view is None else extract(net, data.train_loader, mi, cfg.eval_batch_size, device, view=view,
+                                               log=log, what=f"exemplars (nme_flip: {cfg.nme_flip})")
         scores = nme_scores(feats, class_means(ef, ml, num_seen, ff))
         nme = scores.argmax(dim=1)
         out["nme"] = split_accuracy(nme, targets, num_old)
