@@ -102,16 +102,14 @@ class RunConfig:
     workers: int | None = None            # DataLoader workers for folder data (null: the job's threads - 1)
     tensorboard: bool = False             # training curves also as TensorBoard event files (the `tensorboard` extra)
 
-    def __post_init__(self) -> None:
-        for alias, name in NME_FLIP_ALIASES:               # `is`: 1 and 0 are not aliases
-            if self.nme_flip is alias:
-                self.nme_flip = name
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], check: bool = True) -> "RunConfig":
         """A RunConfig from plain values. check=False for a job's slice of a configuration the workflow already
         checked whole (ucir.deps.stage_settings): the fields it lacks keep their defaults and are never read."""
         d = dict(d)
+        for alias, name in NME_FLIP_ALIASES:               # one spelling per setting; `is`: 1 and 0 are no aliases
+            if d.get("nme_flip") is alias:
+                d["nme_flip"] = name
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -1,5 +1,6 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
 from ucir.report import FIGURES
+from ucir.report.claims import FIGURE_OF_PLOT, reads
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"
@@ -38,10 +39,15 @@ def _drawn(dataset, plot):
 
 
 def get_plot_inputs(plot):
-    """A figure reads the per-run tables of the runs it draws, and nothing else: editing another experiment leaves
-    it alone."""
+    """A figure reads the summaries of the runs it draws and of the runs its claims read (ucir.report.claims.reads:
+    it answers them as tables/claims.csv does), and nothing else: editing another experiment leaves it alone."""
+    figure = FIGURE_OF_PLOT[plot]
+
     def inputs(w):
-        return sorted({f"{run_dir(r)}/phases.csv" for runs in _drawn(w.dataset, plot).values() for r in runs})
+        runs = {r.key: r for r in runs_of(w.dataset)}
+        drawn = {r.key for mine in _drawn(w.dataset, plot).values() for r in mine}
+        read = {k for k, r in runs.items() if drawn and reads(figure, r.method, r.variant)}
+        return sorted(f"{run_dir(runs[k])}/summary.json" for k in drawn | read)
 
     return inputs
 
