@@ -408,7 +408,7 @@ def _head_metrics(method, norms, bias, num_old, sigma=None):
 def test_weight_norms_panels(tmp_path):
     linear = _head_metrics("icarl", [1.0, 1.1, 2.0, 2.2], [0.1, 0.0, 0.5, 0.6], num_old=2)
     cosine = _head_metrics("lucir", [0.9, 0.95, 0.92, 0.93], None, num_old=2, sigma=3.0)
-    fig = plots.plot_weight_norms(linear, cosine, *_out(tmp_path, "norms"))
+    fig = plots.plot_weight_norms(linear, cosine, [], *_out(tmp_path, "norms"))
     _written(*_out(tmp_path, "norms"))
     assert len(fig.axes) == 3
     old, new = [c for c in fig.axes[1].collections if isinstance(c, PathCollection)]  # the linear head's biases
@@ -416,47 +416,64 @@ def test_weight_norms_panels(tmp_path):
     np.testing.assert_allclose(new.get_offsets(), [[2, 0.5], [3, 0.6]])
     assert "η = 3.00" in fig.axes[2].get_title()                               # the paper's symbol only
     assert not any("σ" in t for t in _texts(fig))
-    assert not any("absent" in ax.get_title() for ax in fig.axes)               # new rows larger: the paper's effect
+    assert fig._suptitle is None                                                # no claims read: no verdict
     # the cosine panel shows what enters the logits, eta * ||normalised row|| = sigma for every class ...
     offsets = np.concatenate([c.get_offsets() for c in fig.axes[2].collections if isinstance(c, PathCollection)])
     np.testing.assert_allclose(offsets[:, 1], [3.0] * 4)
     # ... and names the stored norms it normalises away
     assert "stored ‖θ‖ old 0.93, new 0.93" in fig.axes[2].get_title()
-    only_cosine = plots.plot_weight_norms(None, cosine, *_out(tmp_path, "norms1"))
+    only_cosine = plots.plot_weight_norms(None, cosine, [], *_out(tmp_path, "norms1"))
     assert len(only_cosine.axes) == 1
 
 
-def test_weight_norms_say_when_the_papers_imbalance_is_absent(tmp_path):
-    # new rows shorter than old (mean 1.0 < 2.0), new biases larger (0.5 > 0.0)
+def _with(summary: dict, **extra) -> dict:
+    return {**summary, **extra}
+
+
+def test_weight_norms_give_the_claims_tables_answers(tmp_path):
+    """The drawn run's new rows are shorter (mean 1 < 2), but the figure does not judge: over the 3 class orders the
+    table pairs, the new norms are larger (yes), the biases not (no), both words for word in the title."""
+    from ucir.report.figures.common import verdict
     linear = _head_metrics("icarl", [2.0, 2.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], num_old=2)
-    fig = plots.plot_weight_norms(linear, None, *_out(tmp_path, "norms"))
-    norms, bias = (ax.get_title().replace("\n", " ") for ax in fig.axes)
-    assert "new-class weight norms not larger than old (mean 1 ≤ 2)" in norms
-    assert "the imbalance of the paper's Fig.\u00a03 is absent here" in norms
-    assert "absent" not in bias
+    runs = [_with(_summary(s, [50, 40, 30], method="icarl"), head_phase1={
+        "norm_old": 1.0 + s / 10, "norm_new": 2.0 + s / 5, "bias_old": 0.5 + s / 10, "bias_new": 0.1 - s / 10})
+        for s in (1, 2, 3)]
+    fig = plots.plot_weight_norms(linear, None, runs, *_out(tmp_path, "norms"))
+    title = fig._suptitle.get_text().replace("\n", " ")
+    rows = _claims_of(runs, "3").set_index("claim")
+    assert list(rows.answer[["linear_norms", "linear_biases"]]) == ["yes", "no"]
+    for r in rows.itertuples():
+        assert verdict(r) in title
+    assert not any("absent" in t for t in _texts(fig))
 
 
-def test_confusion_says_when_icarl_cnn_is_not_the_most_new_biased(tmp_path):
+def test_confusion_gives_the_claims_tables_answers(tmp_path):
+    from ucir.report.figures.common import verdict
+
     def m(method, conf_cnn, conf_nme):
         return {"run": _identity(method, phases=1), "config": {"base_classes": 1}, "num_old": 1,
                 "classes_seen": 2, "cnn": {"all": 50.0}, "confusion_cnn": conf_cnn, "nme": {"all": 50.0},
                 "confusion_nme": conf_nme}
     biased, even = [[1, 9], [0, 10]], [[8, 2], [3, 7]]                 # 95 % / 45 % of predictions new
-    fig = plots.plot_confusion({"icarl": m("icarl", biased, even), "lucir": m("lucir", even, even)},
-                                   *_out(tmp_path, "conf"))
-    assert "unlike" not in fig._suptitle.get_text()
-    assert fig.axes[0].get_title().endswith("95% predicted new (true 50%)")
-    fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)},
-                                   *_out(tmp_path, "conf"))
-    assert "iCaRL-CNN (45% predicted new) does not predict the new classes more often" in \
-        fig._suptitle.get_text().replace("\n", " ")
+    runs = [_with(_summary(s, [50, 40], method=meth, phases=1), prediction_share={
+        "cnn": {"predicted_new": 50 + gap + s, "true_new": 50.0}, "nme": None})
+        for s in (1, 2) for meth, gap in (("icarl", 30), ("lucir", 2))]
+    fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)}, runs,
+                               *_out(tmp_path, "conf"))
+    assert fig.axes[2].get_title().endswith("95% predicted new (true 50%)")
+    title = fig._suptitle.get_text().replace("\n", " ")
+    rows = _claims_of(runs, "9")
+    assert set(rows.answer) == {"too few orders"}                      # 2 orders; the drawn panels say nothing
+    for r in rows.itertuples():
+        assert verdict(r) in title
+    assert "unlike" not in title
 
 
 def test_confusion_matrices_log_and_accuracy(tmp_path):
     conf = [[5, 1, 0], [0, 3, 2], [1, 0, 8]]
     m = {"run": _identity("lucir", phases=1), "config": {"base_classes": 2}, "num_old": 2, "classes_seen": 3,
          "cnn": {"all": 80.0}, "confusion_cnn": conf, "nme": {"all": 75.5}, "confusion_nme": conf}
-    fig = plots.plot_confusion({"icarl": None, "lucir": m}, *_out(tmp_path, "conf"))
+    fig = plots.plot_confusion({"icarl": None, "lucir": m}, [], *_out(tmp_path, "conf"))
     _written(*_out(tmp_path, "conf"))
     titles = [ax.get_title() for ax in fig.axes[:4]]
     # top-1 named; new = the last class (index >= num_old): predicted 10 of 20, true 9 of 20
@@ -475,8 +492,8 @@ def test_table_figures_without_runs_say_so(tmp_path, name):
 
 
 def test_run_figures_without_runs_say_so(tmp_path):
-    for name, fig in (("norms", plots.plot_weight_norms(None, None, *_out(tmp_path, "norms"))),
-                      ("conf", plots.plot_confusion({"icarl": None, "lucir": None}, *_out(tmp_path, "conf")))):
+    for name, fig in (("norms", plots.plot_weight_norms(None, None, [], *_out(tmp_path, "norms"))),
+                      ("conf", plots.plot_confusion({"icarl": None, "lucir": None}, [], *_out(tmp_path, "conf")))):
         _written(*_out(tmp_path, name))
         assert NO_RUNS in _texts(fig)
 

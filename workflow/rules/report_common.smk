@@ -15,13 +15,27 @@ def _picked(dataset, panels):
     return {name: runs[key] for name, key in zip(panels, picked) if key is not None}
 
 
+def _claim_summaries(dataset, plot):
+    """The summaries of the runs that the claims about figure `plot` read (ucir.report.claims.reads): the figure
+    answers them as tables/claims.csv does."""
+    figure = FIGURE_OF_PLOT[plot]
+    return {r.key: f"{run_dir(r)}/summary.json" for r in runs_of(dataset) if reads(figure, r.method, r.variant)}
+
+
+def _with_claims(dataset, plot, panels):
+    """A one-run figure's inputs: its panels' metrics, and where it draws any, the summaries its claims read."""
+    return {**panels, "summaries": sorted(_claim_summaries(dataset, plot).values())} if panels else {}
+
+
 def get_head_inputs(w):
-    return {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    return _with_claims(w.dataset, "weight_norms", panels)
 
 
 def get_confusion_inputs(w):
-    return {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
-            for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
+              for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    return _with_claims(w.dataset, "confusion", panels)
 
 
 def get_dataset_summaries(w):
@@ -41,13 +55,9 @@ def _drawn(dataset, plot):
 def get_plot_inputs(plot):
     """A figure reads the summaries of the runs it draws and of the runs its claims read (ucir.report.claims.reads:
     it answers them as tables/claims.csv does), and nothing else: editing another experiment leaves it alone."""
-    figure = FIGURE_OF_PLOT[plot]
-
     def inputs(w):
-        runs = {r.key: r for r in runs_of(w.dataset)}
-        drawn = {r.key for mine in _drawn(w.dataset, plot).values() for r in mine}
-        read = {k for k, r in runs.items() if drawn and reads(figure, r.method, r.variant)}
-        return sorted(f"{run_dir(runs[k])}/summary.json" for k in drawn | read)
+        drawn = {r.key: f"{run_dir(r)}/summary.json" for mine in _drawn(w.dataset, plot).values() for r in mine}
+        return sorted(set(drawn.values()) | set(_claim_summaries(w.dataset, plot).values() if drawn else ()))
 
     return inputs
 
