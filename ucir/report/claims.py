@@ -17,8 +17,14 @@ answers at 95 % exactly when p_answer < ALPHA. The rows of one family (FAMILY: o
 of the paper) are tested together: `p_holm` is p_answer Holm-adjusted over the family's answerable rows, and
 `answer` is yes or no (the direction of the difference against the threshold) only where p_holm < ALPHA, else
 unclear. Rows with fewer than MIN_ORDERS paired orders answer "too few orders", never yes or no, and are outside
-every family (they test nothing). `p_perm_holm` is p_perm Holm-adjusted over the same rows, as a check that needs
-no normality.
+every family (they test nothing). `p_perm_holm` is p_perm Holm-adjusted over the same rows: a check without the
+normality assumption, of a zero difference (the answer's question for "A > B" claims).
+
+Why one figure's claims form a family: each figure of the paper is one question (Fig. 5: does LUCIR beat iCaRL and
+finetuning; Fig. 7(a): does each component help; ...), and a reader takes its claims together; a false "yes" among
+them is what the correction bounds (at ALPHA per figure, not over the whole table). It also keeps one judge: a
+figure answers its own family from the runs its claims read (`reads`), exactly as the table does, so editing one
+experiment still reruns only its own figures.
 """
 from __future__ import annotations
 
