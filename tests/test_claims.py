@@ -6,7 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from ucir.report.claims import CLAIMS, answer, claims_table, evaluate, memory_claims, paired_stats
+import pandas as pd
+
+from ucir.report.claims import (ALPHA, CLAIM_COLS, CLAIMS, EQUIVALENCE, TOO_FEW, answer, claims_table, evaluate,
+                                holm, memory_claims, p_answer, paired_stats, reads)
 from ucir.report.tables import head_stats, new_share
 
 
@@ -47,7 +50,8 @@ def test_a_claim_pairs_the_class_orders_both_sides_have():
     assert row["seeds"] == "1, 2" and row["differences"] == "+8.00, +2.00"
     assert (row["a_mean"], row["b_mean"], row["diff_mean"]) == (65, 60, 5)
     # sd 4.242641, t(0.975, 1) = 12.7062: interval 5 +- 38.1 -> neither above nor below 0
-    assert row["ci_low"] == pytest.approx(5 - 12.706205 * 3, abs=1e-4) and row["answer"] == "unclear"
+    assert row["ci_low"] == pytest.approx(5 - 12.706205 * 3, abs=1e-4)
+    assert row["answer_unadjusted"] == TOO_FEW and math.isnan(row["p_answer"])      # 2 orders: never yes or no
 
 
 def test_memory_claims_follow_the_grid_points():
@@ -74,3 +78,103 @@ def test_head_stats_and_new_share_by_hand():
     confusion = [[5, 0, 5], [0, 6, 4], [0, 5, 5]]
     share = new_share(confusion, 2)
     assert share["predicted_new"] == pytest.approx(100 * 14 / 30) and share["true_new"] == pytest.approx(100 / 3)
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4) -> 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 0.04)
+    adj = holm(np.array([0.01, 0.04, 0.03, 0.005, float("nan")]))
+    np.testing.assert_allclose(adj[:4], [0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adj[4])                                                      # not in the family
+    np.testing.assert_allclose(holm(np.array([0.5, 0.4])), [0.8, 0.8])            # capped, monotone: 2 x 0.4
+    assert holm(np.array([0.7]))[0] == 0.7                                         # a family of one: unchanged
+
+
+@pytest.mark.parametrize("relation,d", [
+    (">", [1.0, 2, 3, 4, 5]), (">", [0.5, -1, 2, 0.1]), (">", [-3.0, -2, -4.5]),
+    (">=", [-1.0, 0, 0.5, -0.5]), (">=", [-5.0, -4, -6]), (">=", [-3.0, 1, -2.5, 0]),
+    ("~", [0.2, -0.3, 0.1, 0.0]), ("~", [5.0, 6, 7]), ("~", [-6.0, -7, -5.5]), ("~", [1.5, -1, 3, 0.5]),
+])
+def test_p_answer_decides_exactly_where_the_interval_does(relation, d):
+    d = np.array(d)
+    st = paired_stats(d)
+    p = p_answer(relation, d)
+    assert (answer(relation, st["ci_low"], st["ci_high"]) != "unclear") == (p < ALPHA)
+    # and at any other level: the (1 - p) interval touches a threshold
+    half = float(__import__("scipy").stats.t.ppf(1 - p / 2, len(d) - 1)) * st["diff_sd"] / math.sqrt(len(d))
+    ends = (st["diff_mean"] - half, st["diff_mean"] + half)
+    assert min(abs(e - c) for e in ends for c in (0.0, -EQUIVALENCE, EQUIVALENCE)) == pytest.approx(0, abs=1e-6)
+
+
+def test_p_answer_of_a_zero_difference_is_the_paired_t_test():
+    d = np.array([0.5, -1, 2, 0.1, 3])
+    assert p_answer(">", d) == pytest.approx(paired_stats(d)["p_t"])
+
+
+def _rows(*specs):
+    """specs: (claim id, phases, differences), claims on disjoint runs: side b is 50 and side a 50 + d in every
+    metric, in class orders (seeds) 0, 1, ..."""
+    runs = []
+    for cid, phases, diffs in specs:
+        c = next(c for c in CLAIMS if c.id == cid)
+        for seed, x in enumerate(diffs):
+            runs += [_summary(*c.run_a, seed, 50 + x, 50 + x, phases=phases),
+                     _summary(*c.run_b, seed, 50.0, 50.0, phases=phases)]
+    return runs
+
+
+def test_holm_is_over_the_rows_of_one_figure():
+    # CN+LC over CN (Fig. 7a) and the adaptive weight (Fig. 8), p_t = 0.013236 each (d = 1..5): the table also
+    # pairs lucir/default with cn_lc (Fig. 7a, d = 0: p 1) and lucir's CNN with its NME (Fig. 5, d = 0: p 0)
+    runs = _rows(("cn_lc>cn", 5, [1.0, 2, 3, 4, 5]), ("adaptive>fixed", 5, [1.0, 2, 3, 4, 5]))
+    table = claims_table(runs)
+    assert list(table.columns) == CLAIM_COLS
+    t = table.set_index("claim")
+    assert sorted(t.index[t.figure == "7a"]) == ["cn_lc>cn", "cn_lc_is>cn_lc"]
+    assert t.loc["cn_lc>cn", "p_holm"] == pytest.approx(2 * 0.013236, abs=1e-5)   # Holm over 2: 2 x p
+    assert t.loc["adaptive>fixed", "p_holm"] == t.loc["adaptive>fixed", "p_answer"]   # alone in its family
+    assert t.loc["cn_lc>cn", "answer"] == t.loc["adaptive>fixed", "answer"] == "yes"
+    for _, family in table.groupby(["dataset", "figure"]):
+        np.testing.assert_allclose(family.p_holm, holm(family.p_answer.to_numpy()))
+        np.testing.assert_allclose(family.p_perm_holm, holm(family.p_perm.to_numpy()))
+
+
+def test_holm_can_turn_a_yes_into_unclear():
+    d = np.array([1.0, 2, 3, 4, 5])
+    runs = [_summary("lucir", "default", s, 50 + d[s], 50 + d[s]) for s in range(5)]
+    runs += [_summary("icarl", "default", s, 50, 50 + d[s] + [0.5, -0.5, 0.5, -0.5, 0][s]) for s in range(5)]
+    t = claims_table(runs).set_index("claim")
+    # Fig. 5's family: per metric (avg_inc, final) Ours-CNN > iCaRL-CNN p 0.0132, > iCaRL-NME p 1, Ours-CNN >=
+    # Ours-NME p 0 (sd 0), iCaRL-NME > iCaRL-CNN p 0.011056 (d = 1.5, 1.5, 3.5, 3.5, 5): m = 8; sorted 0, 0,
+    # 0.011056 (x 6 = 0.0663), 0.011056 (x 5), 0.013236 (x 4 = 0.0529, but never below the one before: 0.0663)
+    row = t.loc["lucir_cnn>icarl_cnn:avg_inc"]
+    assert (t.figure == "5").sum() == 8
+    assert row.answer_unadjusted == "yes" and row.p_answer == pytest.approx(0.013236, abs=1e-5)
+    assert row.p_holm == pytest.approx(6 * 0.011056, abs=1e-5) and row.answer == "unclear"
+    icarl = t.loc["icarl_nme>icarl_cnn:avg_inc"]
+    assert icarl.answer_unadjusted == "yes" and icarl.answer == "unclear"
+    assert t.loc["lucir_cnn>=lucir_nme:avg_inc", "answer"] == "yes"                  # p 0 survives any family
+def test_two_orders_answer_too_few_orders_and_stay_out_of_the_family():
+    runs = _rows(("cn_lc>cn", 5, [10.0, 11]), ("cbf~cn_lc_is", 5, [0.1, -0.1, 0.0]))
+    t = claims_table(runs).set_index("claim")
+    assert t.loc["cn_lc>cn", "answer"] == TOO_FEW and math.isnan(t.loc["cn_lc>cn", "p_holm"])
+    assert t.loc["cbf~cn_lc_is", "p_holm"] == t.loc["cbf~cn_lc_is", "p_answer"]  # the only test of the family
+    assert t.loc["cbf~cn_lc_is", "answer"] == "yes"
+
+
+def test_a_figures_claims_from_the_runs_it_reads_are_the_tables():
+    # a dataset with every kind of run; the figure's rows from the runs `reads` picks equal the whole table's
+    runs = []
+    for method, variants in (("lucir", ["default", "cn", "cn_lc", "cbf", "default_lambda_rulefixed",
+                                        "default_per_class5", "default_margin0.3"]),
+                             ("icarl", ["default", "default_per_class5"]), ("finetune", ["default"]),
+                             ("lwf", ["default"])):
+        for i, v in enumerate(variants):
+            for seed in range(4 if v == "default" else 3):
+                x = 50 + 3 * i + seed * (1 + i % 3) + (method == "lucir") * 4
+                runs.append(_summary(method, v, seed, x, x - 1.5, per_class=5 if "per_class5" in v else 20))
+    table = claims_table(runs)
+    for figure in sorted(set(table.figure)):
+        mine = [s for s in runs if reads(figure, s["method"], s["variant"])]
+        assert len(mine) < len(runs)
+        pd.testing.assert_frame_equal(claims_table(mine, figure),
+                                      table[table.figure == figure].reset_index(drop=True))

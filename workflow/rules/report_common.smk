@@ -1,5 +1,6 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
 from ucir.report import FIGURES, TABLES
+from ucir.report.claims import FIGURE_OF_PLOT, reads
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"
@@ -14,13 +15,27 @@ def _picked(dataset, panels):
     return {name: runs[key] for name, key in zip(panels, picked) if key is not None}
 
 
+def _claim_summaries(dataset, plot):
+    """The summaries of the runs that the claims about figure `plot` read (ucir.report.claims.reads): the figure
+    answers them as tables/claims.csv does."""
+    figure = FIGURE_OF_PLOT[plot]
+    return {r.key: f"{run_dir(r)}/summary.json" for r in runs_of(dataset) if reads(figure, r.method, r.variant)}
+
+
+def _with_claims(dataset, plot, panels):
+    """A one-run figure's inputs: its panels' metrics, and where it draws any, the summaries its claims read."""
+    return {**panels, "summaries": sorted(_claim_summaries(dataset, plot).values())} if panels else {}
+
+
 def get_head_inputs(w):
-    return {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    return _with_claims(w.dataset, "weight_norms", panels)
 
 
 def get_confusion_inputs(w):
-    return {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
-            for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
+              for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    return _with_claims(w.dataset, "confusion", panels)
 
 
 def get_dataset_summaries(w):
@@ -38,10 +53,11 @@ def _drawn(dataset, plot):
 
 
 def get_plot_inputs(plot):
-    """A figure reads the per-run tables of the runs it draws, and nothing else: editing another experiment leaves
-    it alone."""
+    """A figure reads the summaries of the runs it draws and of the runs its claims read (ucir.report.claims.reads:
+    it answers them as tables/claims.csv does), and nothing else: editing another experiment leaves it alone."""
     def inputs(w):
-        return sorted({f"{run_dir(r)}/phases.csv" for runs in _drawn(w.dataset, plot).values() for r in runs})
+        drawn = {r.key: f"{run_dir(r)}/summary.json" for mine in _drawn(w.dataset, plot).values() for r in mine}
+        return sorted(set(drawn.values()) | set(_claim_summaries(w.dataset, plot).values() if drawn else ()))
 
     return inputs
 

@@ -1,4 +1,5 @@
-"""plot_confusion: Fig. 9, the confusion matrices of the last phase of one run per method (CNN and NME)."""
+"""plot_confusion: Fig. 9, the confusion matrices of the last phase of one run per method (CNN and NME); its claims
+answered from the summaries they read."""
 import sys
 
 from ucir.io import load_json
@@ -9,4 +10,5 @@ with open(snakemake.log[0], "w") as log:
     paths = {m: snakemake.input.get(m) for m in snakemake.params.methods}
     print("\n".join(f"{m}: {p}" for m, p in paths.items()), file=log)
     plot_confusion({m: load_json(p) if p else None for m, p in paths.items()},
-                   snakemake.output.png, snakemake.output.pdf)
+                   [load_json(p) for p in snakemake.input.get("summaries") or []], snakemake.output.png,
+                   snakemake.output.pdf)

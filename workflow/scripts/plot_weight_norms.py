@@ -1,5 +1,5 @@
 """plot_weight_norms: Fig. 3, the last layer's weight norms and biases after one phase (linear head vs cosine head),
-from the phase-1 metrics of one run per head."""
+from the phase-1 metrics of one run per head; its claims answered from the summaries they read."""
 import sys
 
 from ucir.io import load_json
@@ -10,4 +10,5 @@ with open(snakemake.log[0], "w") as log:
     linear, cosine = (snakemake.input.get(k) for k in ("linear", "cosine"))
     print(f"linear head: {linear}\ncosine head: {cosine}", file=log)
     plot_weight_norms(load_json(linear) if linear else None, load_json(cosine) if cosine else None,
-                      snakemake.output.png, snakemake.output.pdf)
+                      [load_json(p) for p in snakemake.input.get("summaries") or []], snakemake.output.png,
+                      snakemake.output.pdf)
