@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ucir.report import plots
+from ucir.report.claims import claims_table, read_claims
 from ucir.report.figures.common import NO_RUNS, caption_of, grid_values, runs_of_kind
 from ucir.report.tables import PAPER, aggregate, paper_comparison, run_averages, run_summary
 
@@ -232,6 +233,14 @@ def _runs(spec, per_class=None):
     return json.loads(json.dumps(out))                                  # as summary.json stores them
 
 
+NO_CLAIMS = read_claims(None)                       # a figure without runs: no table to read
+
+
+def _fig(kind, runs, exps, out):
+    """An experiment figure drawn from `runs` with the claims table of the same runs (claims.csv)."""
+    return getattr(plots, f"plot_{kind}")(runs, claims_table(runs), exps, *out)
+
+
 def _title(fig):
     """The figure's title and the caption under it (where save() moves the title's notes), lines joined."""
     return " ".join([fig._suptitle.get_text() if fig._suptitle else "", caption_of(fig)]).replace("\n", " ")
@@ -242,7 +251,7 @@ def test_accuracy_panels_stay_as_wide_as_their_legends(tmp_path):
     spec = {(m, f"default_lambda_rulefixed_per_class{k}_margin0.{k}", 2, 1): ([80, 70, 60], [78, 68, 58])
             for m in ("lucir", "icarl") for k in (1, 2, 3)}
     exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec]}}
-    fig = plots.plot_accuracy(_runs(spec), exps, *_out(tmp_path, "wide"))
+    fig = _fig("accuracy", _runs(spec), exps, _out(tmp_path, "wide"))
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     renderer = FigureCanvasAgg(fig).get_renderer()                  # the figure was closed once saved
     ax = fig.axes[0]
@@ -257,7 +266,7 @@ def test_accuracy_curves_means_and_legend(tmp_path):
             ("joint", "default", 2, 1): [99, 99, 99]}
     exps = {"main": {"plot": "accuracy", "runs": [list(k) for k in spec if k[0] != "joint"]},
             "other": {"plot": "none", "runs": [["joint", "default", 2, 1]]}}
-    fig = plots.plot_accuracy(_runs(spec), exps, *_out(tmp_path, "acc"))
+    fig = _fig("accuracy", _runs(spec), exps, _out(tmp_path, "acc"))
     _written(*_out(tmp_path, "acc"))
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
@@ -276,17 +285,16 @@ def test_accuracy_curves_means_and_legend(tmp_path):
 
 
 def _claims_of(summaries, figure):
-    from ucir.report.claims import claims_table
     t = claims_table(summaries)
     return t[t.figure == figure]
 
 
 def test_every_figure_shows_the_claims_tables_answers(tmp_path):
-    """One judge: each figure's title holds, word for word, the verdict of every claims.csv row about its figure,
-    whatever its own means say; computed from the runs the figure reads (drawn runs plus the runs its claims read),
-    the rows are the whole table's."""
-    from ucir.report.claims import reads
+    """One judge: each figure's caption holds, word for word, the verdict of every claims.csv row about its figure,
+    whatever its own means say; the figure draws some runs and reads the table aggregate wrote over all of them."""
+    from ucir.report.claims import P_DECIMALS
     from ucir.report.figures.common import verdict
+    from ucir.report.tables import write_csv
     seeds = (1, 2, 3, 4)
     spec = {}
     for s in seeds:
@@ -298,6 +306,8 @@ def test_every_figure_shows_the_claims_tables_answers(tmp_path):
             spec[(m, "default_per_class5", 2, s)] = ([base + (s % 2)] * 3, [base + 1] * 3)
     per_class = {(m, "default_per_class5"): 5 for m in ("lucir", "icarl")}
     runs = _runs(spec, per_class)
+    write_csv(claims_table(runs), str(tmp_path / "claims.csv"), P_DECIMALS)
+    table = read_claims(str(tmp_path / "claims.csv"))                      # as the plot rules read it
     grid = {f"{m}/{v}": g for (m, v), g in {("lucir", "default"): {"per_class": 20, "lambda_rule": "code"},
                                              ("icarl", "default"): {"per_class": 20},
                                              ("lucir", "default_per_class5"): {"per_class": 5},
@@ -313,25 +323,25 @@ def test_every_figure_shows_the_claims_tables_answers(tmp_path):
                "memory": ("7b", exp("memory", ["default", "default_per_class5"], ("lucir", "icarl"))),
                "adaptive_weight": ("8", exp("adaptive_weight", ["default", "default_lambda_rulefixed"]))}
     for kind, (figure, exps) in figures.items():
-        rows = _claims_of(runs, figure)
+        rows = table[table.figure == figure]
         assert len(rows) and (rows.n == 4).any(), kind                     # the table pairs all 4 orders
         drawn = {tuple(r) for r in exps[kind]["runs"]}
-        mine = [s for s in runs if (s["method"], s["variant"], s["phases"], s["seed"]) in drawn
-                or reads(figure, s["method"], s["variant"])]
-        fig = getattr(plots, f"plot_{kind}")(mine, exps, *_out(tmp_path, kind))
+        mine = [s for s in runs if (s["method"], s["variant"], s["phases"], s["seed"]) in drawn]
+        fig = getattr(plots, f"plot_{kind}")(mine, table, exps, *_out(tmp_path, kind))
         text = " ".join(t.replace("\n", " ") for t in _texts(fig))
         if kind == "accuracy":
             rows = rows[rows.metric == "average incremental accuracy"]
         for r in rows.itertuples():
             assert verdict(r) in text, (kind, verdict(r))
         assert "unlike the paper" not in text and "falls as the memory grows" not in text
+    assert "Holm over all claims of the dataset's table" in text
 
 
 def test_components_bars_and_paired_differences(tmp_path):
     spec = {("lucir", v, 2, s): [a + s * (1 + (v == "cn"))] * 3
             for v, a in (("cbf", 64), ("cn", 50), ("default", 62), ("cn_lc", 58)) for s in (0, 2)}
     exps = {"components": {"plot": "components", "runs": [list(k) for k in spec]}}
-    fig = plots.plot_components(_runs(spec), exps, *_out(tmp_path, "comp"))
+    fig = _fig("components", _runs(spec), exps, _out(tmp_path, "comp"))
     _written(*_out(tmp_path, "comp"))
     ax, right = fig.axes
     heights = [p.get_height() for p in ax.patches]
@@ -362,7 +372,7 @@ def test_adaptive_weight_bars_and_answer(tmp_path):
             ("lucir", "default_lambda_rulefixed", 2, 1): [55] * 3}
     grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
     exps = {"adaptive_weight": {"plot": "adaptive_weight", "runs": [list(k) for k in spec], "grid": grid}}
-    fig = plots.plot_adaptive_weight(_runs(spec), exps, *_out(tmp_path, "lam"))
+    fig = _fig("adaptive_weight", _runs(spec), exps, _out(tmp_path, "lam"))
     ax = fig.axes[0]
     title = _title(fig)
     assert "n = 1-2 class orders" in title and "adaptive lambda > fixed lambda: too few orders (n = 1)" in title
@@ -379,7 +389,7 @@ def test_memory_curves_against_per_class(tmp_path):
     per_class = {(m, v): 5 if v.endswith("5") else 20 for m, v, _, _ in spec}
     grid = {f"{m}/{v}": {"per_class": r} for (m, v), r in per_class.items()}
     exps = {"memory": {"plot": "memory", "runs": [list(k) for k in spec], "grid": grid}}
-    fig = plots.plot_memory(_runs(spec, per_class), exps, *_out(tmp_path, "mem"))
+    fig = _fig("memory", _runs(spec, per_class), exps, _out(tmp_path, "mem"))
     _written(*_out(tmp_path, "mem"))
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}       # one errorbar per curve
     assert set(lines) == {"Ours-CNN", "Ours-NME", "iCaRL-CNN", "iCaRL-NME"}
@@ -400,7 +410,7 @@ def test_lambda_bars(tmp_path):
     spec.update({("lucir", "default_lambda_rulefixed", p, 1): [55 + p] * (p + 1) for p in (1, 2)})
     grid = {"lucir/default": {"lambda_rule": "code"}, "lucir/default_lambda_rulefixed": {"lambda_rule": "fixed"}}
     exps = {"adaptive_weight": {"plot": "adaptive_weight", "runs": [list(k) for k in spec], "grid": grid}}
-    fig = plots.plot_adaptive_weight(_runs(spec), exps, *_out(tmp_path, "lam"))
+    fig = _fig("adaptive_weight", _runs(spec), exps, _out(tmp_path, "lam"))
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([61, 62, 56, 57])   # adaptive (1, 2), fixed (1, 2)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1 phase", "2 phases"]
@@ -414,7 +424,7 @@ def _head_metrics(method, norms, bias, num_old, sigma=None):
 def test_weight_norms_panels(tmp_path):
     linear = _head_metrics("icarl", [1.0, 1.1, 2.0, 2.2], [0.1, 0.0, 0.5, 0.6], num_old=2)
     cosine = _head_metrics("lucir", [0.9, 0.95, 0.92, 0.93], None, num_old=2, sigma=3.0)
-    fig = plots.plot_weight_norms(linear, cosine, [], *_out(tmp_path, "norms"))
+    fig = plots.plot_weight_norms(linear, cosine, NO_CLAIMS, *_out(tmp_path, "norms"))
     _written(*_out(tmp_path, "norms"))
     assert len(fig.axes) == 3
     old, new = [c for c in fig.axes[1].collections if isinstance(c, PathCollection)]  # the linear head's biases
@@ -428,7 +438,7 @@ def test_weight_norms_panels(tmp_path):
     np.testing.assert_allclose(offsets[:, 1], [3.0] * 4)
     # ... and names the stored norms it normalises away
     assert "Ours (cosine head, η = 3.00) η‖θ̄‖, 1 phase, seed 1, phase 1: stored ‖θ‖ old 0.93, new 0.93" in _said(fig)
-    only_cosine = plots.plot_weight_norms(None, cosine, [], *_out(tmp_path, "norms1"))
+    only_cosine = plots.plot_weight_norms(None, cosine, NO_CLAIMS, *_out(tmp_path, "norms1"))
     assert len(only_cosine.axes) == 1
 
 
@@ -438,13 +448,13 @@ def _with(summary: dict, **extra) -> dict:
 
 def test_weight_norms_give_the_claims_tables_answers(tmp_path):
     """The drawn run's new rows are shorter (mean 1 < 2), but the figure does not judge: over the 3 class orders the
-    table pairs, the new norms are larger (yes), the biases not (no), both words for word in the title."""
+    table pairs, the new norms are larger (yes), the biases not (no), both words for word in the caption."""
     from ucir.report.figures.common import verdict
     linear = _head_metrics("icarl", [2.0, 2.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], num_old=2)
     runs = [_with(_summary(s, [50, 40, 30], method="icarl"), head_phase1={
-        "norm_old": 1.0 + s / 10, "norm_new": 2.0 + s / 5, "bias_old": 0.5 + s / 10, "bias_new": 0.1 - s / 10})
+        "norm_old": 1.0 + s / 10, "norm_new": 2.0 + s / 5, "bias_old": 0.5 + s / 100, "bias_new": 0.1 - s / 100})
         for s in (1, 2, 3)]
-    fig = plots.plot_weight_norms(linear, None, runs, *_out(tmp_path, "norms"))
+    fig = plots.plot_weight_norms(linear, None, claims_table(runs), *_out(tmp_path, "norms"))
     title = _title(fig)
     rows = _claims_of(runs, "3").set_index("claim")
     assert list(rows.answer[["linear_norms", "linear_biases"]]) == ["yes", "no"]
@@ -464,8 +474,8 @@ def test_confusion_gives_the_claims_tables_answers(tmp_path):
     runs = [_with(_summary(s, [50, 40], method=meth, phases=1), prediction_share={
         "cnn": {"predicted_new": 50 + gap + s, "true_new": 50.0}, "nme": None})
         for s in (1, 2) for meth, gap in (("icarl", 30), ("lucir", 2))]
-    fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)}, runs,
-                               *_out(tmp_path, "conf"))
+    fig = plots.plot_confusion({"icarl": m("icarl", even, even), "lucir": m("lucir", biased, even)},
+                               claims_table(runs), *_out(tmp_path, "conf"))
     assert fig.axes[2].get_title().endswith("95% predicted new (true 50%)")
     title = _title(fig)
     rows = _claims_of(runs, "9")
@@ -479,7 +489,7 @@ def test_confusion_matrices_log_and_accuracy(tmp_path):
     conf = [[5, 1, 0], [0, 3, 2], [1, 0, 8]]
     m = {"run": _identity("lucir", phases=1), "config": {"base_classes": 2}, "num_old": 2, "classes_seen": 3,
          "cnn": {"all": 80.0}, "confusion_cnn": conf, "nme": {"all": 75.5}, "confusion_nme": conf}
-    fig = plots.plot_confusion({"icarl": None, "lucir": m}, [], *_out(tmp_path, "conf"))
+    fig = plots.plot_confusion({"icarl": None, "lucir": m}, NO_CLAIMS, *_out(tmp_path, "conf"))
     _written(*_out(tmp_path, "conf"))
     titles = [ax.get_title() for ax in fig.axes[:4]]
     # top-1 named; new = the last class (index >= num_old): predicted 10 of 20, true 9 of 20
@@ -492,14 +502,15 @@ def test_confusion_matrices_log_and_accuracy(tmp_path):
 def test_table_figures_without_runs_say_so(tmp_path, name):
     runs = _runs({("lucir", "default", 1, 1): [50, 40]})
     exps = {"main": {"plot": "none", "runs": [["lucir", "default", 1, 1]], "grid": {}}}
-    fig = getattr(plots, name)(runs, exps, *_out(tmp_path, name))
+    fig = getattr(plots, name)(runs, claims_table(runs), exps, *_out(tmp_path, name))
     _written(*_out(tmp_path, name))
     assert NO_RUNS in _texts(fig)
 
 
 def test_run_figures_without_runs_say_so(tmp_path):
-    for name, fig in (("norms", plots.plot_weight_norms(None, None, [], *_out(tmp_path, "norms"))),
-                      ("conf", plots.plot_confusion({"icarl": None, "lucir": None}, [], *_out(tmp_path, "conf")))):
+    for name, fig in (("norms", plots.plot_weight_norms(None, None, NO_CLAIMS, *_out(tmp_path, "norms"))),
+                      ("conf", plots.plot_confusion({"icarl": None, "lucir": None}, NO_CLAIMS,
+                                                    *_out(tmp_path, "conf")))):
         _written(*_out(tmp_path, name))
         assert NO_RUNS in _texts(fig)
 

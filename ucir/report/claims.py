@@ -13,18 +13,18 @@ difference. The interval answers
   unclear  neither (too much spread among the orders);
 that is `answer_unadjusted`. `p_answer` is the t-test of the threshold(s) the answer compares the interval with
 (0, -EQUIVALENCE or +-EQUIVALENCE): the smallest level at which the t interval answers yes or no, so the interval
-answers at 95 % exactly when p_answer < ALPHA. The rows of one family (FAMILY: one dataset's claims about one figure
-of the paper) are tested together: `p_holm` is p_answer Holm-adjusted over the family's answerable rows, and
-`answer` is yes or no (the direction of the difference against the threshold) only where p_holm < ALPHA, else
-unclear. Rows with fewer than MIN_ORDERS paired orders answer "too few orders", never yes or no, and are outside
-every family (they test nothing). `p_perm_holm` is p_perm Holm-adjusted over the same rows: a check without the
-normality assumption, of a zero difference (the answer's question for "A > B" claims).
+answers at 95 % exactly when p_answer < ALPHA. The rows of one family (FAMILY: one dataset's claims table, every
+figure's claims together) are tested together: `p_holm` is p_answer Holm-adjusted over the family's answerable
+rows, and `answer` is yes or no (the direction of the difference against the threshold) only where p_holm < ALPHA,
+else unclear. Rows with fewer than MIN_ORDERS paired orders answer "too few orders", never yes or no, and are
+outside the family (they test nothing). `p_perm_holm` is p_perm Holm-adjusted over the same rows: a check without
+the normality assumption, of a zero difference (the answer's question for "A > B" claims).
 
-Why one figure's claims form a family: each figure of the paper is one question (Fig. 5: does LUCIR beat iCaRL and
-finetuning; Fig. 7(a): does each component help; ...), and a reader takes its claims together; a false "yes" among
-them is what the correction bounds (at ALPHA per figure, not over the whole table). It also keeps one judge: a
-figure answers its own family from the runs its claims read (`reads`), exactly as the table does, so editing one
-experiment still reruns only its own figures.
+Why one dataset's table is the family: a referee reads claims.csv as one body of evidence for the paper on that
+dataset, and a false "yes" anywhere in it is what the correction bounds (at ALPHA per table). A family per figure
+would bound less, and the choice of families would itself be a way to rescue a result (a claim moved into a smaller
+family needs a larger p to survive). So a figure's answers depend on every claim of its table, and the figures
+read them from tables/claims.csv (read_claims): one judge, literally the table.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from scipy import stats
 EQUIVALENCE = 2.0          # percentage points: "comparable" means within this (stated in every row's statement)
 ALPHA = 0.05               # the level of every answer: 95 % intervals, Holm-adjusted p below 0.05
 MIN_ORDERS = 3             # fewer paired class orders answer "too few orders" (2 orders: sign-flip p >= 0.5)
-FAMILY = ["dataset", "figure"]                       # the rows Holm's correction takes together
+FAMILY = ["dataset"]                                 # the rows Holm's correction takes together: one table
 P_COLS = ["p_t", "p_perm", "p_answer", "p_holm", "p_perm_holm"]
 P_DECIMALS = dict.fromkeys(P_COLS, 4)                # p-values are not percentages (ucir.report.tables.write_csv)
 TOO_FEW = "too few orders"
@@ -307,10 +307,9 @@ def claims_for(summaries: list[dict]) -> list[Claim]:
     return CLAIMS + memory_claims(summaries)
 
 
-def claims_table(summaries: list[dict], figure: str | None = None) -> pd.DataFrame:
-    """Every claim the runs can answer (tables/claims.csv), or those about one figure of the paper, with Holm's
-    correction over each family (FAMILY); a figure's own rows are computed exactly as the table's."""
-    rows = [r for c in claims_for(summaries) if figure in (None, c.figure) for r in evaluate(c, summaries)]
+def claims_table(summaries: list[dict]) -> pd.DataFrame:
+    """Every claim the runs can answer (tables/claims.csv), with Holm's correction over each family (FAMILY)."""
+    rows = [r for c in claims_for(summaries) for r in evaluate(c, summaries)]
     table = pd.DataFrame(rows, columns=[c for c in CLAIM_COLS if c not in ("p_holm", "p_perm_holm", "answer")])
     if table.empty:
         return pd.DataFrame(columns=CLAIM_COLS)
@@ -318,9 +317,21 @@ def claims_table(summaries: list[dict], figure: str | None = None) -> pd.DataFra
     return pd.concat(families).sort_index()[CLAIM_COLS].reset_index(drop=True)
 
 
-def reads(figure: str, method: str, variant: str) -> bool:
-    """Whether the claims about `figure` read the runs of (method, variant): the runs a figure needs besides those it
-    draws to answer its claims exactly as the claims table does (workflow/rules/report_common.smk)."""
-    if figure == "7b":
-        return method in MEMORY_METHODS and _memory_variant(variant)
-    return any((method, variant) in (c.run_a, c.run_b) for c in CLAIMS if c.figure == figure)
+TEXT_COLS = {"dataset": str, "claim": str, "figure": str, "seeds": str, "differences": str}   # as written, not parsed
+
+
+def read_claims(path: str | None) -> pd.DataFrame:
+    """A claims table as `aggregate` wrote it (tables/claims.csv), for the figures; None: no table (a figure
+    without runs), the empty table."""
+    if path is None:
+        return pd.DataFrame(columns=CLAIM_COLS)
+    table = pd.read_csv(path, dtype=TEXT_COLS, keep_default_na=False, na_values=[""])
+    missing = [c for c in CLAIM_COLS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a claims table of this version (no {', '.join(missing)}); rerun aggregate")
+    return table[CLAIM_COLS]
+
+
+def figure_claims(claims: pd.DataFrame, plot: str) -> pd.DataFrame:
+    """The rows of a claims table about the figure that `plot` draws (FIGURE_OF_PLOT), in the table's order."""
+    return claims[claims.figure == FIGURE_OF_PLOT[plot]]

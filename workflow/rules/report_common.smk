@@ -1,6 +1,6 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
+from ucir.pipeline import table_path
 from ucir.report import FIGURES, TABLES
-from ucir.report.claims import FIGURE_OF_PLOT, reads
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"
@@ -15,27 +15,21 @@ def _picked(dataset, panels):
     return {name: runs[key] for name, key in zip(panels, picked) if key is not None}
 
 
-def _claim_summaries(dataset, plot):
-    """The summaries of the runs that the claims about figure `plot` read (ucir.report.claims.reads): the figure
-    answers them as tables/claims.csv does."""
-    figure = FIGURE_OF_PLOT[plot]
-    return {r.key: f"{run_dir(r)}/summary.json" for r in runs_of(dataset) if reads(figure, r.method, r.variant)}
-
-
-def _with_claims(dataset, plot, panels):
-    """A one-run figure's inputs: its panels' metrics, and where it draws any, the summaries its claims read."""
-    return {**panels, "summaries": sorted(_claim_summaries(dataset, plot).values())} if panels else {}
+def _with_claims(dataset, panels):
+    """A figure's inputs: what it draws, and where it draws anything, the dataset's claims table (aggregate's), whose
+    answers to its figure's claims it gives: they depend on every claim of the table (Holm's family, claims.py)."""
+    return {**panels, "claims": table_path(dataset, "claims")} if panels else {}
 
 
 def get_head_inputs(w):
     panels = {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
-    return _with_claims(w.dataset, "weight_norms", panels)
+    return _with_claims(w.dataset, panels)
 
 
 def get_confusion_inputs(w):
     panels = {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
               for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
-    return _with_claims(w.dataset, "confusion", panels)
+    return _with_claims(w.dataset, panels)
 
 
 def get_dataset_summaries(w):
@@ -53,11 +47,11 @@ def _drawn(dataset, plot):
 
 
 def get_plot_inputs(plot):
-    """A figure reads the summaries of the runs it draws and of the runs its claims read (ucir.report.claims.reads:
-    it answers them as tables/claims.csv does), and nothing else: editing another experiment leaves it alone."""
+    """A figure reads the summaries of the runs it draws and the dataset's claims table: editing another experiment
+    reruns it only through the table (its answers)."""
     def inputs(w):
-        drawn = {r.key: f"{run_dir(r)}/summary.json" for mine in _drawn(w.dataset, plot).values() for r in mine}
-        return sorted(set(drawn.values()) | set(_claim_summaries(w.dataset, plot).values() if drawn else ()))
+        drawn = sorted({f"{run_dir(r)}/summary.json" for mine in _drawn(w.dataset, plot).values() for r in mine})
+        return _with_claims(w.dataset, {"runs": drawn} if drawn else {})
 
     return inputs
 

@@ -1,8 +1,8 @@
 """Sec. 4.4's ablations as average incremental accuracy: Fig. 7(a) the components, Fig. 7(b) the reserved samples
 per class, Fig. 8 adaptive vs fixed loss weight. Each draws the mean +- sd over class orders (bars or curves) and,
 beside it, what the claims are tested on: each class order's paired difference from the full method (the default
-variant: CN+LC+IS, the adaptive weight, the configured memory), with their mean and its 95 % t interval. The title
-gives the claims table's answers (ucir.report.claims), never a verdict of its own."""
+variant: CN+LC+IS, the adaptive weight, the configured memory), with their mean and its 95 % t interval. The
+caption gives the claims table's answers (tables/claims.csv), never a verdict of its own."""
 from __future__ import annotations
 
 import math
@@ -24,9 +24,10 @@ DIFFERENCE_NOTE = ("each class order's difference from {full} (dots), their mean
                    "in points")
 
 
-def _averages(summaries: list[dict], experiments: dict, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _averages(summaries: list[dict], claims: pd.DataFrame, experiments: dict,
+              kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(average incremental accuracy of every run the figure draws, the claims table's rows about the figure)."""
-    drawn, claims = figure_inputs(summaries, experiments, kind)
+    drawn, claims = figure_inputs(summaries, claims, experiments, kind)
     return (run_averages(drawn) if not drawn.empty else pd.DataFrame()), claims
 
 
@@ -130,22 +131,23 @@ def _ablation_bars(avg: pd.DataFrame, key: str, full, names: dict, title: str, n
         return save(fig, png, pdf)
 
 
-def plot_components(summaries: list[dict], experiments: dict, png: str, pdf: str):
+def plot_components(summaries: list[dict], claims: pd.DataFrame, experiments: dict, png: str, pdf: str):
     """Fig. 7(a): CNN average incremental accuracy of CN, CN+LC, CN+LC+IS (the default) and +CBF, and each order's
-    difference from CN+LC+IS; the title gives the claims table's answers to Fig. 7(a)'s claims."""
+    difference from CN+LC+IS; the caption gives the claims table's answers to Fig. 7(a)'s claims. summaries: the
+    drawn runs'; claims: the dataset's claims table (tables/claims.csv)."""
     title = "Effect of each component, CNN (Fig. 7(a))"
-    avg, claims = _averages(summaries, experiments, "components")
+    avg, claims = _averages(summaries, claims, experiments, "components")
     if avg.empty:
         return placeholder(png, pdf, title)
     return _ablation_bars(avg, "variant", "default", COMPONENTS, title, verdict_notes(claims), png, pdf)
 
 
-def plot_adaptive_weight(summaries: list[dict], experiments: dict, png: str, pdf: str):
+def plot_adaptive_weight(summaries: list[dict], claims: pd.DataFrame, experiments: dict, png: str, pdf: str):
     """Fig. 8: CNN average incremental accuracy with the adaptive loss weight (Eq. 7) and with fixed lambda_base,
-    and each order's difference from the adaptive weight of the official code (the default); the title gives the
+    and each order's difference from the adaptive weight of the official code (the default); the caption gives the
     claims table's answer to Fig. 8's claim."""
     title = "Adaptive vs fixed loss weight, Ours-CNN (Fig. 8)"
-    avg, claims = _averages(summaries, experiments, "adaptive_weight")
+    avg, claims = _averages(summaries, claims, experiments, "adaptive_weight")
     _, values = grid_values(experiments, "adaptive_weight")
     if avg.empty:
         return placeholder(png, pdf, title)
@@ -153,13 +155,13 @@ def plot_adaptive_weight(summaries: list[dict], experiments: dict, png: str, pdf
     return _ablation_bars(avg, "lambda_rule", "code", LAMBDA_RULES, title, verdict_notes(claims), png, pdf)
 
 
-def plot_memory(summaries: list[dict], experiments: dict, png: str, pdf: str):
+def plot_memory(summaries: list[dict], claims: pd.DataFrame, experiments: dict, png: str, pdf: str):
     """Fig. 7(b): average incremental accuracy against the number of reserved samples per class (the memory grid's
     first key), one line per method and classifier, one panel per number of phases; under each, every order's
-    difference from the default variant's memory, per curve. The title gives the claims table's answers to
+    difference from the default variant's memory, per curve. The caption gives the claims table's answers to
     Fig. 7(b)'s claims."""
     title = "Effect of the number of reserved samples (Fig. 7(b))"
-    avg, claims = _averages(summaries, experiments, "memory")
+    avg, claims = _averages(summaries, claims, experiments, "memory")
     keys, values = grid_values(experiments, "memory")
     if avg.empty or not keys:
         return placeholder(png, pdf, title)

@@ -1,4 +1,4 @@
-"""Figs. 5 and 6: accuracy on all classes seen so far after each phase, one panel per number of phases; the title
+"""Figs. 5 and 6: accuracy on all classes seen so far after each phase, one panel per number of phases; the caption
 gives the claims table's answers to Fig. 5's claims on average incremental accuracy (never a verdict of its own)."""
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ BAND_ALPHA = 0.15
 METRIC = "average incremental accuracy"                    # the claims a panel answers (ucir.report.claims)
 
 
-def plot_accuracy(summaries: list[dict], experiments: dict, png: str, pdf: str, kind: str = "accuracy"):
+def plot_accuracy(summaries: list[dict], claims: pd.DataFrame, experiments: dict, png: str, pdf: str,
+                  kind: str = "accuracy"):
     """Mean over seeds with a +-1 std band (where a curve averages more than one seed; the legend says what the
     band is); CNN solid, NME dashed (drawn only where every phase of every run has it); the legend gives each
     curve's average incremental accuracy (mean over seeds of the mean over phases, base phase included).
-    summaries: the runs drawn and those Fig. 5's claims read (figure_inputs); the caption gives the claims table's
-    answers to those claims on average incremental accuracy (final accuracy: in the table)."""
-    df, claims = figure_inputs(summaries, experiments, kind)
+    summaries: the drawn runs'; claims: the dataset's claims table (tables/claims.csv), whose answers to Fig. 5's
+    claims on average incremental accuracy the caption gives (final accuracy: in the table)."""
+    df, claims = figure_inputs(summaries, claims, experiments, kind)
     if df.empty:
         return placeholder(png, pdf, TITLE)
     claims = claims[claims.metric == METRIC]

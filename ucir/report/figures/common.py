@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..claims import ALPHA, FIGURE_OF_PLOT, MIN_ORDERS, claims_table  # noqa: E402
+from ..claims import ALPHA, MIN_ORDERS, figure_claims  # noqa: E402
 from ..tables import phase_table  # noqa: E402
 
 LABELS = {"lucir": "Ours", "icarl": "iCaRL", "lwf": "LwF", "finetune": "Finetune", "joint": "Joint"}
@@ -158,17 +158,18 @@ def orders_note(counts, what: str = "bar", marked: bool = True) -> str:
 # ---- the claims' answers (one judge: the figures show what tables/claims.csv answers) ---------------------------
 RELATIONS = {">": ">", ">=": "≥", "~": "≈"}
 VERDICT_HEADER = (f"the paper's claims as claims.csv answers them (95 % t interval of the paired differences over "
-                  f"class orders; Holm over the figure's claims, level {ALPHA:g}; fewer than {MIN_ORDERS} orders: "
-                  f"too few)")
+                  f"class orders; Holm over all claims of the dataset's table, level {ALPHA:g}; fewer than "
+                  f"{MIN_ORDERS} orders: too few)")
 
 
-def figure_inputs(summaries: list[dict], experiments: dict, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the phases of the runs the figure draws, the claims table's rows about its figure): the runs' summaries
-    hold the drawn runs and every run those claims read (ucir.report.claims.reads), so the rows are the table's."""
+def figure_inputs(summaries: list[dict], claims: pd.DataFrame, experiments: dict,
+                  kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the phases of the runs the figure draws, the claims table's rows about its figure): summaries of the drawn
+    runs; claims: the dataset's claims table (tables/claims.csv, ucir.report.claims.read_claims)."""
     runs = runs_of_kind(experiments, kind)
     phases = phase_table(summaries)
     drawn = select_runs(phases, runs) if runs else phases.iloc[0:0]
-    return drawn, claims_table(summaries, FIGURE_OF_PLOT[kind])
+    return drawn, figure_claims(claims, kind)
 
 
 def verdict(row) -> str:

@@ -1,12 +1,13 @@
 """Fig. 9: confusion matrices of the last phase, entries shown as log(1 + count); each title gives the overall top-1
 and the share of predictions that go to the last phase's new classes (iCaRL-CNN's is the largest in the paper). The
-panels draw one run; the title gives the claims table's answers to Fig. 9's claims over every class order."""
+panels draw one run; the caption gives the claims table's answers to Fig. 9's claims over every class order."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from ..claims import claims_table
+from ..claims import figure_claims
 from .common import PAGE, label, placeholder, save, style, suptitle, titled, verdict_notes
 
 TITLE = "Confusion matrices after the last phase, log(1 + count) (Fig. 9)"
@@ -35,11 +36,11 @@ def panels_of(metrics: dict[str, dict | None]) -> list[tuple]:
     return out
 
 
-def plot_confusion(metrics: dict[str, dict | None], summaries: list[dict], png: str, pdf: str):
-    """metrics: {method: that run's last-phase metrics dict, or None when it has no such run}; summaries: the runs
-    Fig. 9's claims read (ucir.report.claims.reads), whose answers the title gives. One shared colour scale; rows =
-    true class, columns = predicted; ticks at the first class, the first class after the base classes and the last
-    class."""
+def plot_confusion(metrics: dict[str, dict | None], claims: pd.DataFrame, png: str, pdf: str):
+    """metrics: {method: that run's last-phase metrics dict, or None when it has no such run}; claims: the dataset's
+    claims table (tables/claims.csv), whose answers to Fig. 9's claims the caption gives. One shared colour scale;
+    rows = true class, columns = predicted; ticks at the first class, the first class after the base classes and the
+    last class."""
     panels = panels_of(metrics)
     if not any(p[1] is not None for p in panels):
         return placeholder(png, pdf, TITLE)
@@ -64,10 +65,9 @@ def plot_confusion(metrics: dict[str, dict | None], summaries: list[dict], png: 
         first = next(p[4] for p in panels if p[1] is not None)
         r, lo, hi = first["run"], first["num_old"], first["classes_seen"] - 1
         new = f"{lo}" if lo == hi else f"{lo}-{hi}"
-        suptitle(fig, titled(f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}; "
-                            f"new = the last phase's classes ({new})", verdict_notes(claims_table(summaries, "9")),
-                            width=140),
-                     fontsize=7.5)
+        title = (f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}; new = the last "
+                 f"phase's classes ({new})")
+        suptitle(fig, titled(title, verdict_notes(figure_claims(claims, "confusion")), width=140), fontsize=7.5)
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log(1 + count)")
         return save(fig, png, pdf)
 

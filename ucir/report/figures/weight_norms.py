@@ -1,14 +1,15 @@
 """Fig. 3: the last layer after one incremental phase. In the paper, a linear head (iCaRL, Eq. 3) ends up with larger
 weights and biases for the new classes than for the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen
 and imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all. The
-panels draw one run; the title gives the claims table's answers to Fig. 3's claims over every class order (never a
+panels draw one run; the caption gives the claims table's answers to Fig. 3's claims over every class order (never a
 verdict of its own). The cosine scale is the paper's η (the code's attribute `sigma`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from matplotlib.legend_handler import HandlerTuple
 
-from ..claims import claims_table
+from ..claims import figure_claims
 from .common import PAGE, label, placeholder, save, style, suptitle, titled, verdict_notes
 
 TITLE = "Last-layer weights after one incremental phase (Fig. 3)"
@@ -39,10 +40,10 @@ def _setting(m: dict) -> str:
     return f"{r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}, phase {m['phase']}"
 
 
-def plot_weight_norms(linear: dict | None, cosine: dict | None, summaries: list[dict], png: str, pdf: str):
+def plot_weight_norms(linear: dict | None, cosine: dict | None, claims: pd.DataFrame, png: str, pdf: str):
     """Panels: the linear head's weight norms and biases (old blue, new red, dashed = group mean), and the cosine
-    head's weight norms. linear, cosine: per-phase metrics dicts (metrics.json of phase 1), or None; summaries: the
-    runs Fig. 3's claims read (ucir.report.claims.reads), whose answers the title gives."""
+    head's weight norms. linear, cosine: per-phase metrics dicts (metrics.json of phase 1), or None; claims: the
+    dataset's claims table (tables/claims.csv), whose answers to Fig. 3's claims the caption gives."""
     panels = []
     if linear is not None:
         name = label(linear["run"]["method"], linear["run"]["variant"])
@@ -69,7 +70,7 @@ def plot_weight_norms(linear: dict | None, cosine: dict | None, summaries: list[
         for ax, (m, values, title, what, notes) in zip(axes[0], panels):
             _scatter(ax, values, m["num_old"], what)
             ax.set_title(titled(f"{title}\n{what.split()[-1]}, {_setting(m)}", notes, width=48))
-        notes = verdict_notes(claims_table(summaries, "3"))
+        notes = verdict_notes(figure_claims(claims, "weight_norms"))
         if notes:
             suptitle(fig, titled(TITLE, notes, width=50 * len(panels)), fontsize=7)
         return save(fig, png, pdf)
