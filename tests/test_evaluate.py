@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from ucir.data.augment import hflip
-from ucir.evaluate import accuracy, class_means, confusion_matrix, nme_scores, split_accuracy, topk_accuracy
+from ucir.data.augment import hflip, normalize
+from ucir.evaluate import (accuracy, class_means, confusion_matrix, nme_scores, nme_view, split_accuracy,
+                           topk_accuracy)
 from ucir.metrics import average_incremental_accuracy, backward_transfer, forgetting
 
 torch.set_num_threads(2)
@@ -147,7 +149,7 @@ def test_extract_flip_uses_real_horizontal_flip():
     arrays = DeviceArrays(ArraySplit(images, torch.zeros(6, dtype=torch.long)), spec, torch.device("cpu"))
     net = build_model("resnet8", "cosine", 3, 3, last_relu=False).eval()
     idx = torch.tensor([4, 0, 2])
-    got = extract(net, arrays, idx, 2, torch.device("cpu"), flip=True)
+    got = extract(net, arrays, idx, 2, torch.device("cpu"), view=nme_view("horizontal", spec.mean, spec.std))
     x = images[idx].numpy().astype(np.float64) / 255
     x = (x - np.array(spec.mean).reshape(1, 3, 1, 1)) / np.array(spec.std).reshape(1, 3, 1, 1)
     x_flip = np.ascontiguousarray(x[:, :, :, ::-1])                # width reversed, channels kept
@@ -158,6 +160,57 @@ def test_extract_flip_uses_real_horizontal_flip():
     assert not torch.allclose(got, plain, atol=1e-3)
     torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu")), plain,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_channel_reversal_is_the_official_codes_flipped_version():
+    """nme_flip: channels reproduces the official CIFAR code: prototypes[...][:, :, :, ::-1] on H x W x C uint8
+    images, then ToTensor and Normalize; the features are those of that image, and the class means average them."""
+    from ucir.data.loaders import DeviceArrays
+    from ucir.data.specs import spec_for
+    from ucir.data.splits import ArraySplit
+    from ucir.features import extract
+    from ucir.models import build_model
+    torch.manual_seed(6)
+    g = torch.Generator().manual_seed(6)
+    images = torch.randint(0, 256, (5, 3, 8, 8), generator=g, dtype=torch.uint8)    # N x C x H x W
+    spec = spec_for("synthetic")
+    hwc = images.permute(0, 2, 3, 1).numpy()                                         # the official code's layout
+    official = hwc[:, :, :, ::-1].astype(np.float64) / 255                           # its "flipped version"
+    official = (official - np.array(spec.mean)) / np.array(spec.std)                 # Normalize, per channel
+    official = torch.from_numpy(np.ascontiguousarray(official.transpose(0, 3, 1, 2))).float()
+    x = normalize(images, torch.tensor(spec.mean).view(-1, 1, 1), torch.tensor(spec.std).view(-1, 1, 1))
+    view = nme_view("channels", spec.mean, spec.std)
+    torch.testing.assert_close(view(x), official, rtol=0, atol=1e-5)
+    assert not torch.allclose(view(x), x, atol=1e-3) and not torch.allclose(view(x), hflip(x), atol=1e-3)
+    # through extract: the features of the reversed images
+    arrays = DeviceArrays(ArraySplit(images, torch.zeros(5, dtype=torch.long)), spec, torch.device("cpu"))
+    net = build_model("resnet8", "cosine", 3, 3, last_relu=False).eval()
+    idx = torch.tensor([3, 1, 4])
+    with torch.no_grad():
+        exp = net.features(official[idx])
+    torch.testing.assert_close(extract(net, arrays, idx, 2, torch.device("cpu"), view=view), exp,
+                               rtol=1e-4, atol=1e-5)
+    assert nme_view("none", spec.mean, spec.std) is None
+    with pytest.raises(ValueError, match="nme_flip='vertical' is not allowed: one of horizontal, channels, none"):
+        nme_view("vertical", spec.mean, spec.std)
+
+
+def test_nme_flip_names_and_the_old_booleans():
+    from ucir.config import ConfigError, RunConfig
+    from ucir.grid import EVALUATION_PATTERN, evaluation_name
+    base = dict(source="synthetic", num_classes=4, base_classes=2, phases=1, per_class=2)
+    assert RunConfig.from_dict({**base, "nme_flip": True}).nme_flip == "horizontal"      # old configs
+    assert RunConfig.from_dict({**base, "nme_flip": False}).nme_flip == "none"
+    assert RunConfig.from_dict(base).nme_flip == "horizontal"                           # the default
+    names = {f: evaluation_name(RunConfig.from_dict({**base, "nme_flip": f})) for f in ("horizontal", "channels",
+                                                                                         "none")}
+    # the default keeps the name (and so the results) it had; each reading its own evaluation job
+    assert names == {"horizontal": "metrics", "channels": "metrics_channels", "none": "metrics_noflip"}
+    assert all(re.fullmatch(EVALUATION_PATTERN, n) for n in names.values())
+    assert evaluation_name(RunConfig.from_dict({**base, "per_class": 0, "nme_flip": "channels"})) == "metrics"
+    for bad in (1, "flip", "true"):
+        with pytest.raises(ConfigError, match=f"nme_flip={bad!r} is not allowed"):
+            RunConfig.from_dict({**base, "nme_flip": bad})
 
 
 # ------------------------------------------------------------------------------------- top-5 and backward transfer

@@ -166,7 +166,14 @@ def test_mistakes_are_named(synthetic_run, tmp_path):
             ucir.load(base)
         with pytest.raises(LoadError, match="nme_flip: the run's value is not recorded"):
             ucir.load(base, memory="random4")
-        assert ucir.load(base, memory="random4", nme_flip=True).class_means is not None
+        means = {f: ucir.load(base, memory="random4", nme_flip=f).class_means for f in ("horizontal", "channels",
+                                                                                        "none")}
+        assert torch.equal(ucir.load(base, memory="random4", nme_flip=True).class_means, means["horizontal"])
+        assert torch.equal(ucir.load(base, memory="random4", nme_flip=False).class_means, means["none"])
+        assert not torch.equal(means["channels"], means["horizontal"])       # each its own second view
+        assert not torch.equal(means["none"], means["horizontal"])
+        with pytest.raises(LoadError, match="nme_flip='vertical' is not allowed: one of horizontal, channels, none"):
+            ucir.load(base, memory="random4", nme_flip="vertical")
     finally:
         (base / "random4" / "memory.pt").unlink()
         (base / "random4").rmdir()

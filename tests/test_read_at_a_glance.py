@@ -15,7 +15,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
 
-from test_report import _head_metrics, _identity, _out, _phases, _summary
+from test_report import NO_CLAIMS, _fig, _head_metrics, _identity, _out, _runs, _summary
 from ucir.report import plots
 from ucir.report.claims import claims_table
 from ucir.report.figures.accuracy import BAND
@@ -128,6 +128,11 @@ def test_every_table_shows_its_key_columns_at_1400_px(tmp_path):
 
 # ---- figures --------------------------------------------------------------------------------------------------
 
+def _per_class(spec) -> dict:
+    """{(method, variant): R_per} of the runs in spec, as the demo's variants have them."""
+    return {(m, v): GRID[v]["per_class"] for m, v, _, _ in spec}
+
+
 def _demo_like_figures(tmp_path) -> dict:
     """Every figure of the report on demo-shaped runs whose numbers make each figure write its notes."""
     acc = {("lucir", "default", 2, s): ([50, 40, 30 + s], [55, 45, 35]) for s in (1, 2)}
@@ -149,14 +154,14 @@ def _demo_like_figures(tmp_path) -> dict:
         return {kind: {"plot": kind, "runs": [list(k) for k in spec], "grid": grid}}
 
     return {
-        "accuracy": plots.plot_accuracy(_phases(acc), exps("accuracy", acc), *_out(tmp_path, "acc")),
-        "components": plots.plot_components(_phases(comp), exps("components", comp), *_out(tmp_path, "comp")),
-        "adaptive_weight": plots.plot_adaptive_weight(_phases(lam), exps("adaptive_weight", lam, "lambda_rule"),
-                                                      *_out(tmp_path, "lam")),
-        "memory": plots.plot_memory(_phases(mem), exps("memory", mem, "per_class"), *_out(tmp_path, "mem")),
-        "weight_norms": plots.plot_weight_norms(linear, cosine, *_out(tmp_path, "norms")),
+        "accuracy": _fig("accuracy", _runs(acc), exps("accuracy", acc), _out(tmp_path, "acc")),
+        "components": _fig("components", _runs(comp), exps("components", comp), _out(tmp_path, "comp")),
+        "adaptive_weight": _fig("adaptive_weight", _runs(lam), exps("adaptive_weight", lam, "lambda_rule"),
+                                _out(tmp_path, "lam")),
+        "memory": _fig("memory", _runs(mem, _per_class(mem)), exps("memory", mem, "per_class"), _out(tmp_path, "mem")),
+        "weight_norms": plots.plot_weight_norms(linear, cosine, NO_CLAIMS, *_out(tmp_path, "norms")),
         "confusion": plots.plot_confusion({"icarl": conf("icarl", even), "lucir": conf("lucir", biased)},
-                                          *_out(tmp_path, "conf")),
+                                          claims_table(_demo_like_summaries()), *_out(tmp_path, "conf")),
     }
 
 
@@ -190,8 +195,8 @@ def test_the_accuracy_band_is_in_the_legend(figures, tmp_path):
     ax = figures["accuracy"].axes[0]                # two class orders per curve: a band, and its legend entry
     assert ax.collections and BAND in [t.get_text() for t in ax.get_legend().get_texts()]
     one = {("lucir", "default", 2, 1): [50, 40, 30], ("icarl", "default", 2, 1): [60, 50, 40]}
-    ax = plots.plot_accuracy(_phases(one), {"main": {"plot": "accuracy", "runs": [list(k) for k in one]}},
-                             *_out(tmp_path, "one")).axes[0]
+    ax = _fig("accuracy", _runs(one), {"main": {"plot": "accuracy", "runs": [list(k) for k in one]}},
+              _out(tmp_path, "one")).axes[0]
     assert not ax.collections and BAND not in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
@@ -201,8 +206,8 @@ def test_the_memory_legend_shows_error_bars_only_where_they_are_drawn(figures, t
     two = {(m, v, 2, s): ([60 - k + s] * 3, [50 + k] * 3) for m in ("lucir", "icarl") for s in (1, 2)
            for v, k in (("default", 0), ("default_per_class5", 9))}
     grid = {f"{m}/{v}": {"per_class": GRID[v]["per_class"]} for m, v, _, _ in two}
-    fig = plots.plot_memory(_phases(two), {"memory": {"plot": "memory", "runs": [list(k) for k in two],
-                                                      "grid": grid}}, *_out(tmp_path, "two"))
+    fig = _fig("memory", _runs(two, _per_class(two)), {"memory": {"plot": "memory", "runs": [list(k) for k in two],
+                                                                  "grid": grid}}, _out(tmp_path, "two"))
     bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
     assert all(c.has_yerr for c in bars if "CNN" in c.get_label())  # the CNN curves spread over two orders
 

@@ -28,6 +28,19 @@ DISTILLS: dict[str, tuple[str, ...]] = {
     "feature": ("cosine",), "cosine_scores": ("cosine",), "kd": HEADS, "none": HEADS,
 }
 SELECTIONS = ("herding", "herding_official", "random")
+# NME's second view of each exemplar: a real horizontal flip (the default), the official CIFAR-100 code's reversal of
+# the colour channels (its "flipped version" indexes the last axis of H x W x C images), or none. true and false
+# are accepted for horizontal and none (configurations written before the channel reversal existed).
+NME_FLIPS = ("horizontal", "channels", "none")
+NME_FLIP_ALIASES = ((True, "horizontal"), (False, "none"))
+
+
+def nme_flip_name(value):
+    """nme_flip's one spelling: NME_FLIP_ALIASES' name for true or false (`is`: 1 and 0 are no aliases), else the
+    value as given (checked with the other enums)."""
+    return next((name for alias, name in NME_FLIP_ALIASES if value is alias), value)
+
+
 ENUMS: dict[str, tuple] = {
     "source": SOURCES, "backbone": tuple(BACKBONES), "head": HEADS, "selection": SELECTIONS,
     "distill": tuple(DISTILLS),
@@ -36,6 +49,7 @@ ENUMS: dict[str, tuple] = {
     "mr_reduction": ("pairs", "anchors"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "tf32", "bf16"),
+    "nme_flip": NME_FLIPS + tuple(alias for alias, _ in NME_FLIP_ALIASES),
 }
 
 # Settings that were renamed or replaced: named in the error a configuration that still sets them gets.
@@ -141,7 +155,7 @@ class RunConfig:
     per_class: int | None = 20            # R_per
     total: int | None = None              # R_total (fixed capacity); overrides per_class when set
     selection: str = "herding"            # herding (never re-picks) | herding_official (the code's loop) | random
-    nme_flip: bool = True                 # NME means include horizontally flipped exemplars
+    nme_flip: str = "horizontal"          # NME means also over a second view of each exemplar: NME_FLIPS
     # schedules
     base_train: Schedule = field(default_factory=Schedule)
     train: Schedule = field(default_factory=Schedule)
@@ -163,6 +177,8 @@ class RunConfig:
         """A RunConfig from plain values. check=False for a job's slice of a configuration the workflow already
         checked whole (ucir.deps.stage_settings): the fields it lacks keep their defaults and are never read."""
         d = dict(d)
+        if "nme_flip" in d:
+            d["nme_flip"] = nme_flip_name(d["nme_flip"])
         names = {f.name for f in dataclasses.fields(cls)}
         replaced = [REPLACED[k] for k in sorted(set(d) & set(REPLACED))]
         if replaced:

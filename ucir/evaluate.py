@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_model
+from .config import NME_FLIPS
+from .data.augment import hflip
 from .features import extract
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 flipped: torch.Tensor | None = None) -> torch.Tensor:
     """NME prototypes: per class, the mean of L2-normalised exemplar features, averaged with the mean of their
-    horizontally flipped copies' features when given, then L2-normalised. Classes without exemplars get NaN rows.
+    second view's features (nme_view) when given, then L2-normalised. Classes without exemplars get NaN rows.
     features, flipped: M x D; labels: M. Returns num_classes x D."""
     def mean_of(f: torch.Tensor) -> torch.Tensor:
         f = F.normalize(f.double(), dim=1)
@@ -25,6 +27,27 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     if flipped is not None:
         mu = (mu + mean_of(flipped)) / 2
     return F.normalize(mu, dim=1).float()
+
+
+def reverse_channels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The official CIFAR-100 code's "flipped version" of the exemplars (nme_flip: channels): prototypes[...][:, :, :,
+    ::-1] on N x H x W x C images reverses the colour channels (RGB -> BGR), not the width, before the usual
+    normalisation. x: N x C x H x W normalised with mean, std (C x 1 x 1); returns the reversed images normalised the
+    same way."""
+    return ((x * std + mean).flip(1) - mean) / std
+
+
+def nme_view(nme_flip: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable | None:
+    """The second view of each exemplar that NME's class means also average (RunConfig.nme_flip): a real horizontal
+    flip, the official code's channel reversal, or None."""
+    if nme_flip == "horizontal":
+        return hflip
+    if nme_flip == "channels":
+        m, s = (torch.tensor(v).view(-1, 1, 1) for v in (mean, std))
+        return lambda x: reverse_channels(x, m.to(x.device), s.to(x.device))
+    if nme_flip == "none":
+        return None
+    raise ValueError(f"nme_flip={nme_flip!r} is not allowed: one of {', '.join(NME_FLIPS)}")
 
 
 def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tensor:
@@ -40,14 +63,17 @@ def has_exemplars_of_all(memory: dict, num_classes: int) -> bool:
     return len(torch.unique(memory["label"])) == num_classes
 
 
-def exemplar_means(net, train_loader, memory: dict, num_classes: int, flip: bool, batch_size: int,
+def exemplar_means(net, data, memory: dict, num_classes: int, nme_flip: str, batch_size: int,
                    device: torch.device, log: Callable[[str], None] | None = None) -> torch.Tensor:
     """The NME classifier's class means (Sec. 4.1): features of the memory's exemplars (training images,
-    test transform), with their flipped copies' when `flip` (the official code's), by `class_means`.
-    memory: {"index": M, "label": M} into the run's training split. Returns num_classes x D."""
+    test transform), averaged with their second view's (nme_view: nme_flip horizontal or channels) by
+    `class_means`. data: the run's data (data.train_loader, data.spec); memory: {"index": M, "label": M} into its
+    training split. Returns num_classes x D."""
     mi, ml = memory["index"], memory["label"]
-    ef = extract(net, train_loader, mi, batch_size, device, log=log, what="exemplars")
-    ff = extract(net, train_loader, mi, batch_size, device, flip=True, log=log, what="exemplars") if flip else None
+    ef = extract(net, data.train_loader, mi, batch_size, device, log=log, what="exemplars")
+    view = nme_view(nme_flip, data.spec.mean, data.spec.std)
+    ff = None if view is None else extract(net, data.train_loader, mi, batch_size, device, view=view, log=log,
+                                           what=f"exemplars (nme_flip: {nme_flip})")
     return class_means(ef, ml, num_classes, ff)
 
 
@@ -95,7 +121,7 @@ def evaluate_phase(cfg, phase: int, ckpt: dict, memory: dict, data, device: torc
            "cnn_groups": group_accuracy(cnn, targets, cfg, phase),
            "confusion_cnn": confusion_matrix(cnn, targets, num_seen).tolist()}
     if has_exemplars_of_all(memory, num_seen):                         # NME needs exemplars of every class
-        scores = nme_scores(feats, exemplar_means(net, data.train_loader, memory, num_seen, cfg.nme_flip,
+        scores = nme_scores(feats, exemplar_means(net, data, memory, num_seen, cfg.nme_flip,
                                                   cfg.eval_batch_size, device, log))
         nme = scores.argmax(dim=1)
         out["nme"] = split_accuracy(nme, targets, num_old)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 
-from .data.augment import hflip
 from .models import IncrementalNet
 from .runtime import full_precision
 
@@ -21,19 +20,20 @@ PROGRESS_EVERY = 30.0                    # seconds between progress lines (ucir.
 
 @torch.inference_mode()
 def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, device: torch.device,
-            flip: bool = False, logits: bool = False, log: Callable[[str], None] | None = None,
-            what: str = "images"):
+            view: Callable[[torch.Tensor], torch.Tensor] | None = None, logits: bool = False,
+            log: Callable[[str], None] | None = None, what: str = "images"):
     """Test-transform features (N x D, float32, CPU) of data[indices]; with logits=True also the head's outputs
-    (N x C). flip=True extracts features of horizontally flipped images. With `log`: how far it is, at least
-    every PROGRESS_EVERY seconds, and when it is done."""
+    (N x C). view: applied to each normalised batch (N x C x H x W) before the network, e.g. NME's flipped copies
+    (ucir.evaluate.nme_view). With `log`: how far it is, at least every PROGRESS_EVERY seconds, and when it is
+    done."""
     was_training = net.training
     net.eval()
     feats, outs = [], []
     t0 = t_line = time.perf_counter()
     with full_precision():
         for x, _ in data.batches(indices, batch_size, train=False):
-            if flip:
-                x = hflip(x)
+            if view is not None:
+                x = view(x)
             f = net.features(x)                                            # N x D
             if logits:
                 outs.append(net.head(f).cpu())                             # N x C
@@ -43,7 +43,7 @@ def extract(net: IncrementalNet, data, indices: torch.Tensor, batch_size: int, d
                 t_line = time.perf_counter()
     net.train(was_training)
     if log is not None:
-        log(f"features of {len(indices)} {what}{' (flipped)' if flip else ''} in {time.perf_counter() - t0:.1f}s")
+        log(f"features of {len(indices)} {what} in {time.perf_counter() - t0:.1f}s")
     f = torch.cat(feats) if feats else torch.zeros(0, net.backbone.out_dim)     # every backbone has out_dim
     if logits:
         return f, (torch.cat(outs) if outs else torch.zeros(0, net.num_classes))

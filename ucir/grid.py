@@ -84,16 +84,20 @@ def memory_name(cfg: RunConfig) -> str:
     return f"{cfg.selection}{m}" if m else "none"
 
 
+EVALUATIONS = {"horizontal": "metrics", "none": "metrics_noflip", "channels": "metrics_channels"}   # by nme_flip
+
+
 def evaluation_name(cfg: RunConfig) -> str:
-    """The evaluation after the base phase: `metrics`, or `metrics_noflip` for NME without flipped exemplars."""
-    return "metrics_noflip" if deps.exemplars_per_class(cfg, 0) and not cfg.nme_flip else "metrics"
+    """The evaluation after the base phase: `metrics` (NME with horizontally flipped exemplars, or no exemplars),
+    `metrics_noflip` (NME without a second view) or `metrics_channels` (the official code's channel reversal)."""
+    return EVALUATIONS[cfg.nme_flip] if deps.exemplars_per_class(cfg, 0) else "metrics"
 
 
 # regular expressions of the names above (the workflow's wildcard constraints)
 BASE_PATTERN = (f"({'|'.join(HEADS)})-({'|'.join(BACKBONES)})(-relu|-norelu)?"
                 f"(-{'|-'.join(p for p in ENUMS['precision'] if p != PRECISION_DEFAULT)})?")
 MEMORY_PATTERN = f"none|({'|'.join(SELECTIONS)})[0-9]+"
-EVALUATION_PATTERN = "metrics(_noflip)?"
+EVALUATION_PATTERN = "|".join(EVALUATIONS.values())
 
 
 # ---- execution settings ---------------------------------------------------------------------------------------

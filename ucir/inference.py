@@ -24,16 +24,17 @@ import numpy as np
 import torch
 
 from .checkpoint import input_spec, model_from_checkpoint, to_device
-from .config import RunConfig
+from .config import NME_FLIPS, RunConfig, nme_flip_name
 from .data import ArraySplit, DataSpec, FolderSplit, class_names, load_run_data, on_device
 from .evaluate import exemplar_means, has_exemplars_of_all, nme_scores
 from .features import extract
+from .grid import EVALUATIONS
 from .io import load_json, load_torch
 from .models import IncrementalNet
 
 MODEL_FILES = ("model_cbf.pt", "model.pt")        # a phase's final model: class-balance finetuned where the run did
 MEMORY_FILE = "memory.pt"
-METRICS_FILES = ("metrics.json", "metrics_noflip.json")
+METRICS_FILES = tuple(f"{name}.json" for name in EVALUATIONS.values())     # metrics.json, metrics_noflip.json, ...
 DATA_KEYS = ("dataset", "source", "num_classes", "seed", "train_per_class")   # what finds the exemplars' images
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -216,16 +217,21 @@ def locate(path: str | os.PathLike, phase: int | None = None, memory: str | os.P
     return Files(model, mem, metrics)
 
 
-def _nme_flip(files: Files, nme_flip: bool | None) -> bool:
-    """The run's `nme_flip`: the argument, else what the metrics beside memory.pt record."""
-    if nme_flip is not None:
-        return nme_flip
-    seen = {load_json(m)["config"].get("nme_flip") for m in files.metrics} - {None}
-    if len(seen) == 1:
-        return seen.pop()
-    where = ", ".join(map(str, files.metrics)) or f"no {' or '.join(METRICS_FILES)} beside {files.memory}"
-    raise LoadError(f"nme_flip: the run's value is {'ambiguous' if seen else 'not recorded'} ({where}); pass "
-                    "nme_flip=True (flipped exemplars too, the official code's) or False")
+def _nme_flip(files: Files, nme_flip: str | bool | None) -> str:
+    """The run's `nme_flip` (NME_FLIPS; true and false read as horizontal and none): the argument, else what the
+    metrics beside memory.pt record."""
+    if nme_flip is None:
+        seen = {nme_flip_name(load_json(m)["config"].get("nme_flip")) for m in files.metrics} - {None}
+        if len(seen) != 1:
+            where = ", ".join(map(str, files.metrics)) or f"no {' or '.join(METRICS_FILES)} beside {files.memory}"
+            raise LoadError(f"nme_flip: the run's value is {'ambiguous' if seen else 'not recorded'} ({where}); "
+                            f"pass nme_flip= one of {', '.join(NME_FLIPS)} (horizontal: the default)")
+        nme_flip = seen.pop()
+    name = nme_flip_name(nme_flip)
+    if name not in NME_FLIPS:
+        raise LoadError(f"nme_flip={nme_flip!r} is not allowed: one of {', '.join(NME_FLIPS)} (or true/false for "
+                        "horizontal/none)")
+    return name
 
 
 def _settings(ckpt: dict[str, Any], model: Path) -> dict[str, Any]:
@@ -240,7 +246,7 @@ def _settings(ckpt: dict[str, Any], model: Path) -> dict[str, Any]:
 # ---- load ------------------------------------------------------------------------------------------------------
 
 def load(path: str | os.PathLike, phase: int | None = None, *, memory: str | os.PathLike | None = None,
-         root: str | os.PathLike | None = None, nme: bool = True, nme_flip: bool | None = None,
+         root: str | os.PathLike | None = None, nme: bool = True, nme_flip: str | bool | None = None,
          device: str | torch.device = "cpu", batch_size: int = 512) -> Model:
     """One phase's model, ready for inference.
 
@@ -251,7 +257,8 @@ def load(path: str | os.PathLike, phase: int | None = None, *, memory: str | os.
     they lie elsewhere; default: memory.pt beside the model, or the base folder's only memory.
     root: the data folder the run used (the NME means need the exemplars' training images; the class names of a
     format-1 checkpoint of CIFAR-100 or ImageNet need it too). nme=False: the CNN alone, no data read.
-    nme_flip: whether the class means include flipped exemplars; default: the run's, from its metrics.json.
+    nme_flip: the exemplars' second view the class means also average (ucir.config.NME_FLIPS: horizontal, channels
+    or none; true/false read as horizontal/none); default: the run's, from its metrics.json.
     """
     files = locate(path, phase, memory)
     ckpt = load_torch(files.model)
@@ -275,7 +282,7 @@ def load(path: str | os.PathLike, phase: int | None = None, *, memory: str | os.
                 raise LoadError(f"root: the NME classifier needs the exemplars' training images ({cfg.source}); "
                                 "pass the data folder the run used, or nme=False for the CNN alone")
             data = load_run_data(cfg, device, workers=0, test=False)
-            means = exemplar_means(net, data.train_loader, mem, num_seen, flip, batch_size, device)
+            means = exemplar_means(net, data, mem, num_seen, flip, batch_size, device)
     return Model(net=net, classes=[names[c] for c in order], class_ids=list(order), mean=tuple(spec["mean"]),
                  std=tuple(spec["std"]), channels=spec["channels"], size=spec["size"], resize=spec["resize"],
                  phase=ckpt["phase"], class_means=means, device=device, files=files, batch_size=batch_size)

@@ -148,6 +148,13 @@ def slurm_allocations(jobs: dict[str, int]) -> int:
     return sum(n for name, n in jobs.items() if name in counted)
 
 
+def table_path(dataset: str, table: str) -> str:
+    """One table `aggregate` writes for a dataset (ucir.report.TABLES, as CSV; `tables`: tables.html)."""
+    if table not in (*TABLES, "tables"):
+        raise KeyError(f"unknown table {table!r}; ucir.report.TABLES has {', '.join(TABLES)}")
+    return f"results/{dataset}/tables/{table}.{'html' if table == 'tables' else 'csv'}"
+
+
 def table_outputs(dataset: str) -> list[str]:
     """The tables `aggregate` writes for a dataset (CSV each, and tables.html with all of them)."""
-    return [f"results/{dataset}/tables/{t}.csv" for t in TABLES] + [f"results/{dataset}/tables/tables.html"]
+    return [table_path(dataset, t) for t in (*TABLES, "tables")]

@@ -57,5 +57,7 @@ def normalize(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
 
 
 def hflip(x: torch.Tensor) -> torch.Tensor:
-    """A real horizontal flip (the official NME code reversed colour channels instead, a bug)."""
+    """A real horizontal flip of N x C x H x W images (nme_flip: horizontal). The official CIFAR code's "flipped
+    version" of the exemplars reverses the colour channels instead, which is what it does, kept as nme_flip:
+    channels (ucir.evaluate.nme_view)."""
     return x.flip(-1)

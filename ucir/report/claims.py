@@ -4,13 +4,27 @@ Each claim compares two quantities of the same class order (seed): "A > B" (A ab
 least comparable: not more than EQUIVALENCE points below), or "A ~ B" (within EQUIVALENCE points either way). For
 each claim and number of phases the table gives both sides' mean and sd over the orders, every order's difference
 A - B, their mean with a 95 % t interval, the paired t-test's two-sided p (scipy.stats) and the exact sign-flip
-permutation test's two-sided p (all 2^n sign patterns of the n differences: no normality assumed), and the answer:
-  yes      the interval says so (A > B: it lies above 0; A >= B: its lower end is above -EQUIVALENCE;
+permutation test's two-sided p (all 2^n sign patterns of the n differences: no normality assumed), both of a zero
+difference. The interval answers
+  yes      when it says so (A > B: it lies above 0; A >= B: its lower end is above -EQUIVALENCE;
            A ~ B: it lies inside +-EQUIVALENCE),
-  no       the interval says the opposite (A > B or A >= B: it lies below 0 or below -EQUIVALENCE; A ~ B: it lies
+  no       when it says the opposite (A > B or A >= B: it lies below 0 or below -EQUIVALENCE; A ~ B: it lies
            outside +-EQUIVALENCE),
-  unclear  neither (too few orders, or too much spread among them).
-With fewer than 2 paired orders there is no interval and the answer is "unclear".
+  unclear  neither (too much spread among the orders);
+that is `answer_unadjusted`. `p_answer` is the t-test of the threshold(s) the answer compares the interval with
+(0, -EQUIVALENCE or +-EQUIVALENCE): the smallest level at which the t interval answers yes or no, so the interval
+answers at 95 % exactly when p_answer < ALPHA. The rows of one family (FAMILY: one dataset's claims table, every
+figure's claims together) are tested together: `p_holm` is p_answer Holm-adjusted over the family's answerable
+rows, and `answer` is yes or no (the direction of the difference against the threshold) only where p_holm < ALPHA,
+else unclear. Rows with fewer than MIN_ORDERS paired orders answer "too few orders", never yes or no, and are
+outside the family (they test nothing). `p_perm_holm` is p_perm Holm-adjusted over the same rows: a check without
+the normality assumption, of a zero difference (the answer's question for "A > B" claims).
+
+Why one dataset's table is the family: a referee reads claims.csv as one body of evidence for the paper on that
+dataset, and a false "yes" anywhere in it is what the correction bounds (at ALPHA per table). A family per figure
+would bound less, and the choice of families would itself be a way to rescue a result (a claim moved into a smaller
+family needs a larger p to survive). So a figure's answers depend on every claim of its table, and the figures
+read them from tables/claims.csv (read_claims): one judge, literally the table.
 """
 from __future__ import annotations
 
@@ -26,7 +40,15 @@ from scipy import stats
 from . import FINETUNE, ICARL, OURS
 
 EQUIVALENCE = 2.0          # percentage points: "comparable" means within this (stated in every row's statement)
-P_DECIMALS = {"p_t": 4, "p_perm": 4}                 # p-values are not percentages (ucir.report.tables.write_csv)
+ALPHA = 0.05               # the level of every answer: 95 % intervals, Holm-adjusted p below 0.05
+MIN_ORDERS = 3             # fewer paired class orders answer "too few orders" (2 orders: sign-flip p >= 0.5)
+FAMILY = ["dataset"]                                 # the rows Holm's correction takes together: one table
+P_COLS = ["p_t", "p_perm", "p_answer", "p_holm", "p_perm_holm"]
+P_DECIMALS = dict.fromkeys(P_COLS, 4)                # p-values are not percentages (ucir.report.tables.write_csv)
+TOO_FEW = "too few orders"
+# the figure (plot kind, ucir.report.FIGURES) that shows each group of claims
+FIGURE_OF_PLOT = {"accuracy": "5", "weight_norms": "3", "components": "7a", "memory": "7b", "adaptive_weight": "8",
+                  "confusion": "9"}
 
 
 @dataclass(frozen=True)
@@ -120,12 +142,15 @@ CLAIMS: list[Claim] = [
 ]
 
 
+MEMORY_METHODS = ("lucir", "icarl")
+
+
 def memory_claims(summaries: list[dict]) -> list[Claim]:
     """Fig. 7(b): "the more samples reserved, the better performance for both iCaRL and our approach. While in each
     case, the results of our approach are superior to those of iCaRL", for the memory sizes the runs have (the
     default variant and its `per_class` grid points)."""
     sizes = sorted({s["config"].get("per_class") for s in summaries if s["method"] in (OURS, ICARL)
-                    and _memory_variant(s) and s["config"].get("per_class")})
+                    and _memory_variant(s["variant"]) and s["config"].get("per_class")})
     out = []
     for m in sizes:
         variant = _variant_of(summaries, m)
@@ -147,12 +172,14 @@ def memory_claims(summaries: list[dict]) -> list[Claim]:
     return out
 
 
-def _memory_variant(s: dict) -> bool:
-    return s["variant"] == "default" or s["variant"].startswith("default_per_class")
+def _memory_variant(variant: str) -> bool:
+    """The default variant and its `per_class` grid points (Fig. 7(b)'s memory sizes)."""
+    return variant == "default" or variant.startswith("default_per_class")
 
 
 def _variant_of(summaries: list[dict], per_class: int) -> str | None:
-    names = {s["variant"] for s in summaries if _memory_variant(s) and s["config"].get("per_class") == per_class}
+    names = {s["variant"] for s in summaries
+             if _memory_variant(s["variant"]) and s["config"].get("per_class") == per_class}
     return names.pop() if len(names) == 1 else None
 
 
@@ -177,6 +204,7 @@ def paired_stats(d: np.ndarray) -> dict[str, float]:
 
 
 def answer(relation: str, low: float, high: float) -> str:
+    """The 95 % interval's answer, unadjusted (module docstring)."""
     if math.isnan(low):
         return "unclear"
     if relation == ">":
@@ -188,8 +216,46 @@ def answer(relation: str, low: float, high: float) -> str:
     return "yes" if inside else "no" if outside else "unclear"
 
 
+def _thresholds(relation: str, mean: float) -> tuple[list[float], bool]:
+    """(the thresholds the interval must exclude for a decided answer, whether that answer is yes)."""
+    if relation == ">":
+        return [0.0], mean > 0
+    if relation == ">=":
+        return [-EQUIVALENCE], mean > -EQUIVALENCE
+    if -EQUIVALENCE < mean < EQUIVALENCE:                           # "~": inside both ends
+        return [-EQUIVALENCE, EQUIVALENCE], True
+    return [EQUIVALENCE if mean >= EQUIVALENCE else -EQUIVALENCE], False
+
+
+def p_answer(relation: str, d: np.ndarray) -> float:
+    """The two-sided t-test p of the mean difference against each threshold the answer compares the interval with,
+    the largest of them: the (1 - alpha) t interval answers yes or no exactly when p_answer < alpha (for A ~ B
+    inside the band, both ends: the two one-sided tests). NaN with fewer than 2 orders."""
+    if len(d) < 2:
+        return float("nan")
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    cuts, _ = _thresholds(relation, mean)
+    if sd == 0:
+        return max(0.0 if mean != c else 1.0 for c in cuts)
+    return max(float(stats.ttest_1samp(d, c).pvalue) for c in cuts)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of the finite p-values in p (NaN: not in the family, stays NaN): the i-th
+    smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)), so that adjusted p < alpha rejects exactly
+    the hypotheses Holm's procedure rejects at level alpha."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    out[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    return out
+
+
 def evaluate(claim: Claim, summaries: list[dict]) -> list[dict]:
-    """One row per number of phases (and dataset) that has runs on both sides."""
+    """One row per number of phases (and dataset) that has runs on both sides, without the family's columns
+    (p_holm, p_perm_holm, answer: claims_table adds them)."""
     rows = []
     keys = sorted({(s["dataset"], s["phases"]) for s in summaries})
     for dataset, phases in keys:
@@ -204,22 +270,70 @@ def evaluate(claim: Claim, summaries: list[dict]) -> list[dict]:
         d = np.array([a[s] - b[s] for s in seeds], dtype=float)
         st = paired_stats(d)
         av, bv = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+        enough = len(seeds) >= MIN_ORDERS
         rows.append(dict(dataset=dataset, claim=claim.id, figure=claim.figure, statement=claim.statement,
                          metric=claim.metric, phases=phases, a=claim.a, b=claim.b, relation=claim.relation,
                          a_mean=float(av.mean()), a_sd=float(av.std(ddof=1)) if len(seeds) > 1 else float("nan"),
                          b_mean=float(bv.mean()), b_sd=float(bv.std(ddof=1)) if len(seeds) > 1 else float("nan"),
                          seeds=", ".join(map(str, seeds)),
                          differences=", ".join(f"{x:+.2f}" for x in d), **st,
-                         answer=answer(claim.relation, st["ci_low"], st["ci_high"])))
+                         p_answer=p_answer(claim.relation, d) if enough else float("nan"),
+                         answer_unadjusted=answer(claim.relation, st["ci_low"], st["ci_high"]) if enough else TOO_FEW))
     return rows
 
 
 CLAIM_COLS = ["dataset", "claim", "figure", "phases", "statement", "metric", "a", "b", "relation", "n", "seeds",
               "a_mean", "a_sd", "b_mean", "b_sd", "differences", "diff_mean", "diff_sd", "ci_low", "ci_high",
-              "p_t", "p_perm", "answer"]
+              *P_COLS, "answer_unadjusted", "answer"]
+
+
+def _family_answers(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one family with p_holm, p_perm_holm and the answer at the adjusted level."""
+    rows = rows.copy()
+    rows["p_holm"] = holm(rows.p_answer.to_numpy())
+    rows["p_perm_holm"] = holm(rows.p_perm.where(rows.p_answer.notna()).to_numpy())
+
+    def decide(r) -> str:
+        if r.n < MIN_ORDERS:
+            return TOO_FEW
+        if not r.p_holm < ALPHA:                                    # NaN (sd 0 and mean on a threshold) included
+            return "unclear"
+        return "yes" if _thresholds(r.relation, r.diff_mean)[1] else "no"
+
+    rows["answer"] = [decide(r) for r in rows.itertuples()]
+    return rows
+
+
+def claims_for(summaries: list[dict]) -> list[Claim]:
+    """Every claim the runs may answer: CLAIMS and the memory sizes the runs have."""
+    return CLAIMS + memory_claims(summaries)
 
 
 def claims_table(summaries: list[dict]) -> pd.DataFrame:
-    """Every claim the runs can answer (tables/claims.csv)."""
-    rows = [r for c in CLAIMS + memory_claims(summaries) for r in evaluate(c, summaries)]
-    return pd.DataFrame(rows, columns=CLAIM_COLS)
+    """Every claim the runs can answer (tables/claims.csv), with Holm's correction over each family (FAMILY)."""
+    rows = [r for c in claims_for(summaries) for r in evaluate(c, summaries)]
+    table = pd.DataFrame(rows, columns=[c for c in CLAIM_COLS if c not in ("p_holm", "p_perm_holm", "answer")])
+    if table.empty:
+        return pd.DataFrame(columns=CLAIM_COLS)
+    families = [_family_answers(g) for _, g in table.groupby(FAMILY, sort=False)]
+    return pd.concat(families).sort_index()[CLAIM_COLS].reset_index(drop=True)
+
+
+TEXT_COLS = {"dataset": str, "claim": str, "figure": str, "seeds": str, "differences": str}   # as written, not parsed
+
+
+def read_claims(path: str | None) -> pd.DataFrame:
+    """A claims table as `aggregate` wrote it (tables/claims.csv), for the figures; None: no table (a figure
+    without runs), the empty table."""
+    if path is None:
+        return pd.DataFrame(columns=CLAIM_COLS)
+    table = pd.read_csv(path, dtype=TEXT_COLS, keep_default_na=False, na_values=[""])
+    missing = [c for c in CLAIM_COLS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a claims table of this version (no {', '.join(missing)}); rerun aggregate")
+    return table[CLAIM_COLS]
+
+
+def figure_claims(claims: pd.DataFrame, plot: str) -> pd.DataFrame:
+    """The rows of a claims table about the figure that `plot` draws (FIGURE_OF_PLOT), in the table's order."""
+    return claims[claims.figure == FIGURE_OF_PLOT[plot]]

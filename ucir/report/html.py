@@ -20,8 +20,8 @@ LEAD = ("claim", "phases", "answer")        # in a table with an answer: what is
 LONG = 40                                   # characters: a column with a longer value is text that wraps
 CSS = ("body{font-family:sans-serif;font-size:12px;margin:1em}h2{font-size:14px}"
        ".scroll{overflow-x:auto;margin-bottom:2em}table{border-collapse:collapse}"
-       "th,td{border:1px solid #ccc;padding:2px 4px;text-align:left;font-size:11px}th{background:#f0f0f0}"
-       "td.num{text-align:right;white-space:nowrap}td.text{min-width:8em;max-width:20em}")
+       "th,td{border:1px solid #ccc;padding:2px 3px;text-align:left;font-size:10.5px}th{background:#f0f0f0}"
+       "td.num{text-align:right;white-space:nowrap}td.text{min-width:6em;max-width:20em}")
 
 
 def ordered(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,8 +41,9 @@ def _kind(column: pd.Series) -> str:
 
 
 def _breakable(text: str) -> str:
-    """Escaped, with a line-break opportunity after each underscore (names like avg_inc_cnn_mean)."""
-    return html.escape(text).replace("_", "_<wbr>")
+    """Escaped, with a line-break opportunity after each underscore, `>` and `:` (names like avg_inc_cnn_mean,
+    claim ids like lucir_cnn>icarl_cnn:final)."""
+    return html.escape(text).replace("_", "_<wbr>").replace("&gt;", "&gt;<wbr>").replace(":", ":<wbr>")
 
 
 def _cell(value, decimals: int = DECIMALS) -> str:

@@ -150,12 +150,18 @@ def mean_std(runs: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame
 
 def aggregate(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(phases, summary, paper_comparison) tables over all runs of one dataset."""
-    phases = pd.DataFrame([r for s in summaries for r in s["rows"]], columns=PHASE_COLS)   # columns in this order
-    phases = phases.sort_values(RUN_KEYS + ["phase"])
+    phases = phase_table(summaries)
     runs = pd.DataFrame([dict({k: s[k] for k in RUN_KEYS + SUMMARY_COLS}, paper_protocol=paper_protocol(s["config"]))
                          for s in summaries])
     summary = mean_std(runs, SETTING_KEYS, SUMMARY_COLS)
-    return phases.reset_index(drop=True), summary, paper_comparison(runs)
+    return phases, summary, paper_comparison(runs)
+
+
+def phase_table(summaries: list[dict]) -> pd.DataFrame:
+    """Every run x phase of the runs' summaries (summary.json, full precision), sorted: tables/phases.csv and the
+    figures' input."""
+    phases = pd.DataFrame([r for s in summaries for r in s["rows"]], columns=PHASE_COLS)   # columns in this order
+    return phases.sort_values(RUN_KEYS + ["phase"]).reset_index(drop=True)
 
 
 def accuracy_matrix(summaries: list[dict]) -> pd.DataFrame:
@@ -198,8 +204,3 @@ def run_averages(phases: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(lambda s: s.mean(skipna=False)).reset_index()
     return out.rename(columns={"cnn_all": "avg_inc_cnn", "nme_all": "avg_inc_nme"})
 
-
-def read_run_tables(paths: list[str]) -> pd.DataFrame:
-    """The per-run phase tables (results/.../phases.csv) of the runs a figure draws, as one table."""
-    frames = [pd.read_csv(p) for p in paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PHASE_COLS)

@@ -13,7 +13,7 @@ workflow/profiles/slurm's groups, and the images each stage passes through the n
                 finetune_balanced: cbf_train.epochs x the exemplars kept after the phase
     inference   imprint: the new classes' training images, through the previous model (cosine head, imprint: true)
                 herding: the new classes' training images, where exemplars are kept and chosen by herding
-                NME: the exemplars kept after the phase (twice with nme_flip: a flipped copy)
+                NME: the exemplars kept after the phase (twice unless nme_flip: none: a second view)
                 test: the test images of every class seen (evaluate_base / evaluate_phase)
 
 A training pass is one forward and backward step of the network, plus a forward pass of the previous model where
@@ -91,7 +91,7 @@ def job_passes(stage: str, cfg: RunConfig, phase: int) -> dict[str, float]:
     if stage == "select_exemplars":
         return {"herding": new if deps.exemplars_per_class(cfg, phase) > 0 and cfg.selection in HERDING else 0.0}
     if stage == "evaluate_phase":
-        nme = exemplars(cfg, phase) * (2 if cfg.nme_flip else 1)           # NME needs exemplars of every class
+        nme = exemplars(cfg, phase) * (1 if cfg.nme_flip == "none" else 2)   # NME needs exemplars of every class
         return {"test": cfg.classes_seen(phase) * n_test, "nme": nme if deps.exemplars_per_class(cfg, phase) > 0 else 0.0}
     raise ValueError(f"unknown stage {stage!r}; one of {deps.STAGES}")
 

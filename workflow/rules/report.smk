@@ -1,6 +1,7 @@
-# Tables over all runs of a dataset, and the figures: each figure its own rule reading only the per-run tables or
-# metrics of the runs it draws, so restyling a plot reruns no training and editing one experiment reruns only its
-# own figures. Every output is marked for `snakemake --report`, with its
+# Tables over all runs of a dataset, and the figures: each figure its own rule reading the summaries or metrics of
+# the runs it draws and the dataset's claims table (its verdicts: Holm's family is the whole table), so restyling a
+# plot reruns no training and editing one experiment reruns no other experiment's runs, only the table and the
+# figures that give its answers. Every output is marked for `snakemake --report`, with its
 # caption in workflow/report/. A figure whose runs the configuration lacks is still written, saying so.
 
 include: "report_common.smk"
@@ -30,7 +31,7 @@ rule aggregate:
 
 rule plot_accuracy:
     input:
-        get_plot_inputs("accuracy"),
+        unpack(get_plot_inputs("accuracy")),
     output:
         **report_figure("accuracy", "Fig. 5/6: accuracy after each phase"),
     log:
@@ -68,7 +69,7 @@ rule plot_weight_norms:
 
 rule plot_components:
     input:
-        get_plot_inputs("components"),
+        unpack(get_plot_inputs("components")),
     output:
         **report_figure("components", "Fig. 7(a): effect of each component"),
     log:
@@ -88,7 +89,7 @@ rule plot_components:
 
 rule plot_memory:
     input:
-        get_plot_inputs("memory"),
+        unpack(get_plot_inputs("memory")),
     output:
         **report_figure("memory", "Fig. 7(b): reserved samples per class"),
     log:
@@ -108,7 +109,7 @@ rule plot_memory:
 
 rule plot_adaptive_weight:
     input:
-        get_plot_inputs("adaptive_weight"),
+        unpack(get_plot_inputs("adaptive_weight")),
     output:
         **report_figure("adaptive_weight", "Fig. 8: adaptive vs fixed loss weight"),
     log:

@@ -1,4 +1,5 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
+from ucir.pipeline import table_path
 from ucir.report import CONFUSION_RUNS, FIGURES, HEAD_RUNS, TABLES
 from ucir.report.select import figure_runs
 
@@ -12,13 +13,21 @@ def _picked(dataset, panels):
     return {name: runs[key] for name, key in zip(panels, picked) if key is not None}
 
 
+def _with_claims(dataset, panels):
+    """A figure's inputs: what it draws, and where it draws anything, the dataset's claims table (aggregate's), whose
+    answers to its figure's claims it gives: they depend on every claim of the table (Holm's family, claims.py)."""
+    return {**panels, "claims": table_path(dataset, "claims")} if panels else {}
+
+
 def get_head_inputs(w):
-    return {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase1/metrics.json" for name, r in _picked(w.dataset, HEAD_RUNS).items()}
+    return _with_claims(w.dataset, panels)
 
 
 def get_confusion_inputs(w):
-    return {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
-            for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    panels = {name: f"{run_dir(r)}/phase{r.phases}/metrics.json"
+              for name, r in _picked(w.dataset, CONFUSION_RUNS).items()}
+    return _with_claims(w.dataset, panels)
 
 
 def get_dataset_summaries(w):
@@ -36,10 +45,11 @@ def _drawn(dataset, plot):
 
 
 def get_plot_inputs(plot):
-    """A figure reads the per-run tables of the runs it draws, and nothing else: editing another experiment leaves
-    it alone."""
+    """A figure reads the summaries of the runs it draws and the dataset's claims table: editing another experiment
+    reruns it only through the table (its answers)."""
     def inputs(w):
-        return sorted({f"{run_dir(r)}/phases.csv" for runs in _drawn(w.dataset, plot).values() for r in runs})
+        drawn = sorted({f"{run_dir(r)}/summary.json" for mine in _drawn(w.dataset, plot).values() for r in mine})
+        return _with_claims(w.dataset, {"runs": drawn} if drawn else {})
 
     return inputs
 

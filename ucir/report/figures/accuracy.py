@@ -1,39 +1,47 @@
-"""Figs. 5 and 6: accuracy on all classes seen so far after each phase, one panel per number of phases."""
+"""Figs. 5 and 6: accuracy on all classes seen so far after each phase, one panel per number of phases; the caption
+gives the claims table's answers to Fig. 5's claims on average incremental accuracy (never a verdict of its own)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import Patch
 
-from .common import (COLUMN, PAGE, color, label, phases_title, placeholder, runs_of_kind, save, select_runs, style,
-                     titled)
+from .common import (COLUMN, PAGE, color, figure_inputs, label, phases_title, placeholder, save, style, suptitle,
+                     titled, verdict_notes)
 
 TITLE = "Accuracy after each phase (Figs. 5/6)"
 LEGEND_TITLE = "average incremental accuracy (n = class orders averaged)"
 BAND = "shaded: ±1 sd over class orders"
 BAND_ALPHA = 0.15
+METRIC = "average incremental accuracy"                    # the claims a panel answers (ucir.report.claims)
 
 
-def plot_accuracy(phases: pd.DataFrame, experiments: dict, png: str, pdf: str, kind: str = "accuracy"):
+def plot_accuracy(summaries: list[dict], claims: pd.DataFrame, experiments: dict, png: str, pdf: str,
+                  kind: str = "accuracy"):
     """Mean over seeds with a +-1 std band (where a curve averages more than one seed; the legend says what the
     band is); CNN solid, NME dashed (drawn only where every phase of every run has it); the legend gives each
-    curve's average incremental accuracy (mean over seeds of the mean over phases, base phase included). Where
-    Ours-CNN is not above both iCaRL curves (the paper's Fig. 5), the caption says so."""
-    runs = runs_of_kind(experiments, kind)
-    df = select_runs(phases, runs) if runs else phases.iloc[0:0]
+    curve's average incremental accuracy (mean over seeds of the mean over phases, base phase included).
+    summaries: the drawn runs'; claims: the dataset's claims table (tables/claims.csv), whose answers to Fig. 5's
+    claims on average incremental accuracy the caption gives (final accuracy: in the table)."""
+    df, claims = figure_inputs(summaries, claims, experiments, kind)
     if df.empty:
         return placeholder(png, pdf, TITLE)
+    claims = claims[claims.metric == METRIC]
     settings = sorted(df.phases.unique())
     width = min(PAGE, max(COLUMN, 2.4 * len(settings)))
     with style():
         fig, axes = plt.subplots(1, len(settings), figsize=(width, 3.2), squeeze=False, layout="constrained")
         legends = []
         for ax, p in zip(axes[0], settings):
-            avgs = _panel(ax, df[df.phases == p])
+            _panel(ax, df[df.phases == p])
             legends.append(ax.get_legend())
-            ax.set_title(titled(phases_title(p), ours_not_above_icarl(avgs), width=50))
+            ax.set_title(phases_title(p))
         axes[0][0].set_ylabel("top-1 accuracy on all classes seen (%)")
         _fit_legends(fig, legends)
+        if not claims.empty:
+            notes = verdict_notes(claims)
+            notes[0] += f"; on {METRIC} (final accuracy: in the table)"
+            suptitle(fig, titled(TITLE, notes, width=int(17 * fig.get_figwidth())), fontsize=7)
         return save(fig, png, pdf)
 
 
@@ -47,18 +55,8 @@ def _fit_legends(fig, legends) -> None:
         fig.set_figwidth(width)
 
 
-def ours_not_above_icarl(avgs: dict[str, float]) -> list[str]:
-    """A note when Ours-CNN's average incremental accuracy is not above iCaRL-CNN's and iCaRL-NME's (the paper's
-    Fig. 5 finding); avgs: {curve label: average incremental accuracy}."""
-    ours = avgs.get("Ours-CNN")
-    beaten = [f"{k}'s {v:.2f}%" for k, v in avgs.items() if k.startswith("iCaRL-") and ours is not None and v >= ours]
-    return [f"unlike the paper's Fig. 5, Ours-CNN's average incremental accuracy {ours:.2f}% is not above "
-            f"{' and '.join(beaten)} here"] if beaten else []
-
-
-def _panel(ax, sub: pd.DataFrame) -> dict[str, float]:
-    """Draws the curves of one number of phases; returns {curve label: average incremental accuracy}."""
-    avgs = {}
+def _panel(ax, sub: pd.DataFrame) -> None:
+    """Draws the curves of one number of phases."""
     banded = False
     for (method, variant), g in sub.groupby(["method", "variant"], sort=True):
         for clf, ls, marker in (("cnn", "-", "o"), ("nme", "--", "s")):
@@ -68,7 +66,6 @@ def _panel(ax, sub: pd.DataFrame) -> dict[str, float]:
             stats = g.groupby("classes_seen")[col].agg(["mean", "std"]).fillna({"std": 0.0})
             avg = g.groupby("seed")[col].mean().mean()                 # average incremental accuracy
             c = color(method) if variant == "default" else None            # variants take the next free colour
-            avgs[label(method, variant, clf)] = avg
             line, = ax.plot(stats.index, stats["mean"], ls=ls, marker=marker, ms=2.5, lw=1, color=c,
                             label=f"{label(method, variant, clf)}: {avg:.2f}% (n={g.seed.nunique()})")
             if g.seed.nunique() > 1:                    # one seed: no spread, no band
@@ -84,4 +81,3 @@ def _panel(ax, sub: pd.DataFrame) -> dict[str, float]:
         labels.append(BAND)
     ax.legend(handles, labels, frameon=False, handlelength=2.2, ncols=2, loc="upper center",
               bbox_to_anchor=(0.5, -0.2), title=LEGEND_TITLE, title_fontsize=6)
-    return avgs

@@ -10,6 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..claims import ALPHA, MIN_ORDERS, figure_claims  # noqa: E402
+from ..tables import phase_table  # noqa: E402
+
 LABELS = {"lucir": "Ours", "icarl": "iCaRL", "lwf": "LwF", "finetune": "Finetune", "joint": "Joint"}
 COLORS = {"lucir": "tab:red", "icarl": "tab:blue", "lwf": "tab:green", "finetune": "tab:gray", "joint": "black"}
 COLUMN, PAGE = 3.4, 7.0                 # inches: one column / the full width of a two-column paper
@@ -132,6 +135,13 @@ def caption_of(fig) -> str:
     return "\n".join(t.get_text() for t in fig.texts if t.get_gid() == CAPTION)
 
 
+def suptitle(fig, text: str, fontsize: float = 6.5) -> None:
+    """The figure's title (from titled(): its notes go to the caption) above the panels; the figure grows by the
+    title's lines, so that the panels keep their height."""
+    fig.set_figheight(fig.get_figheight() + 0.11 * text.split(NOTES)[0].count("\n"))
+    fig.suptitle(text, fontsize=fontsize)
+
+
 def orders_note(counts, what: str = "bar", marked: bool = True) -> str:
     """How many runs (class orders) each bar or point is, and what the error bars are; marked: the figure writes n
     at each bar or point where the counts differ."""
@@ -143,3 +153,39 @@ def orders_note(counts, what: str = "bar", marked: bool = True) -> str:
     where = f", written at each {what}" if marked else ""
     return (f"each {what}: mean over n = {counts[0]}-{counts[-1]} class orders (seeds{where}), error bar ±1 sd "
             f"where n > 1")
+
+
+# ---- the claims' answers (one judge: the figures show what tables/claims.csv answers) ---------------------------
+RELATIONS = {">": ">", ">=": "≥", "~": "≈"}
+VERDICT_HEADER = (f"the paper's claims as claims.csv answers them (95 % t interval of the paired differences over "
+                  f"class orders; Holm over all claims of the dataset's table, level {ALPHA:g}; fewer than "
+                  f"{MIN_ORDERS} orders: too few)")
+
+
+def figure_inputs(summaries: list[dict], claims: pd.DataFrame, experiments: dict,
+                  kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the phases of the runs the figure draws, the claims table's rows about its figure): summaries of the drawn
+    runs; claims: the dataset's claims table (tables/claims.csv, ucir.report.claims.read_claims)."""
+    runs = runs_of_kind(experiments, kind)
+    phases = phase_table(summaries)
+    drawn = select_runs(phases, runs) if runs else phases.iloc[0:0]
+    return drawn, figure_claims(claims, kind)
+
+
+def verdict(row) -> str:
+    """'Ours-CNN > iCaRL-CNN: unclear (+4.4 [-1.2, +9.9], n = 5, Holm p 0.21)' for one row of the claims table."""
+    head = f"{row.a} {RELATIONS[row.relation]} {row.b}: {row.answer}"
+    if row.n < MIN_ORDERS:
+        return f"{head} (n = {row.n})"
+    p = "< 0.0001" if row.p_holm < 1e-4 else f"{row.p_holm:.2g}"
+    return f"{head} ({row.diff_mean:+.1f} [{row.ci_low:+.1f}, {row.ci_high:+.1f}], n = {row.n}, Holm p {p})"
+
+
+def verdict_notes(claims: pd.DataFrame, by_phases: bool = True) -> list[str]:
+    """One note per claim row (prefixed with its number of phases where the rows have several), after the header;
+    [] without rows."""
+    if claims.empty:
+        return []
+    several = by_phases and claims.phases.nunique() > 1
+    return [VERDICT_HEADER] + [(f"{phases_title(r.phases)}: " if several else "") + verdict(r)
+                               for r in claims.itertuples()]

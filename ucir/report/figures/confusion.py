@@ -1,11 +1,14 @@
 """Fig. 9: confusion matrices of the last phase, entries shown as log(1 + count); each title gives the overall top-1
-and the share of predictions that go to the last phase's new classes (iCaRL-CNN's is the largest in the paper)."""
+and the share of predictions that go to the last phase's new classes (iCaRL-CNN's is the largest in the paper). The
+panels draw one run; the caption gives the claims table's answers to Fig. 9's claims over every class order."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from .common import PAGE, label, placeholder, save, style, titled
+from ..claims import figure_claims
+from .common import PAGE, label, placeholder, save, style, suptitle, titled, verdict_notes
 
 TITLE = "Confusion matrices after the last phase, log(1 + count) (Fig. 9)"
 
@@ -33,21 +36,11 @@ def panels_of(metrics: dict[str, dict | None]) -> list[tuple]:
     return out
 
 
-def icarl_cnn_note(panels: list[tuple]) -> list[str]:
-    """A note when iCaRL-CNN does not send more predictions to the new classes than every other panel (the
-    paper's Fig. 9 finding)."""
-    shares = {p[0]: p[3][0] for p in panels if p[3] is not None}
-    icarl = shares.pop("iCaRL-CNN", None)
-    if icarl is None or not shares or icarl > max(shares.values()):
-        return []
-    return [f"unlike the paper's Fig. 9, iCaRL-CNN ({icarl:.0f}% predicted new) does not predict the new classes "
-            f"more often than the others here ({', '.join(f'{k} {v:.0f}%' for k, v in shares.items())})"]
-
-
-def plot_confusion(metrics: dict[str, dict | None], png: str, pdf: str):
-    """metrics: {method: that run's last-phase metrics dict, or None when it has no such run}. One shared colour
-    scale; rows = true class, columns = predicted; ticks at the first class, the first class after the base classes
-    and the last class."""
+def plot_confusion(metrics: dict[str, dict | None], claims: pd.DataFrame, png: str, pdf: str):
+    """metrics: {method: that run's last-phase metrics dict, or None when it has no such run}; claims: the dataset's
+    claims table (tables/claims.csv), whose answers to Fig. 9's claims the caption gives. One shared colour scale;
+    rows = true class, columns = predicted; ticks at the first class, the first class after the base classes and the
+    last class."""
     panels = panels_of(metrics)
     if not any(p[1] is not None for p in panels):
         return placeholder(png, pdf, TITLE)
@@ -72,9 +65,9 @@ def plot_confusion(metrics: dict[str, dict | None], png: str, pdf: str):
         first = next(p[4] for p in panels if p[1] is not None)
         r, lo, hi = first["run"], first["num_old"], first["classes_seen"] - 1
         new = f"{lo}" if lo == hi else f"{lo}-{hi}"
-        fig.suptitle(titled(f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}; "
-                            f"new = the last phase's classes ({new})", icarl_cnn_note(panels), width=140),
-                     fontsize=7.5)
+        title = (f"{TITLE}: {r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}; new = the last "
+                 f"phase's classes ({new})")
+        suptitle(fig, titled(title, verdict_notes(figure_claims(claims, "confusion")), width=140), fontsize=7.5)
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log(1 + count)")
         return save(fig, png, pdf)
 

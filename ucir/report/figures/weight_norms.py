@@ -1,14 +1,16 @@
 """Fig. 3: the last layer after one incremental phase. In the paper, a linear head (iCaRL, Eq. 3) ends up with larger
 weights and biases for the new classes than for the old ones; LUCIR's cosine head (Eq. 4) keeps the old rows frozen
-and imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all.
-Where the linear head's new classes do not have the larger mean norm (or bias), the caption says that the paper's
-imbalance is absent. The cosine scale is the paper's η (the code's attribute `sigma`)."""
+and imprints the new ones scaled to the old rows' mean norm, and its scores do not depend on the norms at all. The
+panels draw one run; the caption gives the claims table's answers to Fig. 3's claims over every class order (never a
+verdict of its own). The cosine scale is the paper's η (the code's attribute `sigma`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from matplotlib.legend_handler import HandlerTuple
 
-from .common import PAGE, label, placeholder, save, style, titled
+from ..claims import figure_claims
+from .common import PAGE, label, placeholder, save, style, suptitle, titled, verdict_notes
 
 TITLE = "Last-layer weights after one incremental phase (Fig. 3)"
 OLD, NEW = "tab:blue", "tab:red"
@@ -33,36 +35,22 @@ def _scatter(ax, values: list[float], num_old: int, what: str) -> None:
               loc="upper center", bbox_to_anchor=(0.5, -0.2), handletextpad=0.3)
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")
-
-
-def imbalance_note(values: list[float], num_old: int, what: str) -> list[str]:
-    """[] when the new classes' mean `what` is larger than the old classes' (the paper's Fig. 3), else a note that
-    the effect is absent here."""
-    old, new = _mean(values[:num_old]), _mean(values[num_old:])
-    if new > old:
-        return []
-    return [f"new-class {what} not larger than old (mean {new:.3g} ≤ {old:.3g}): the imbalance of the paper's "
-            f"Fig. 3 is absent here"]
-
-
 def _setting(m: dict) -> str:
     r = m["run"]
     return f"{r['phases']} phase{'s' if r['phases'] != 1 else ''}, seed {r['seed']}, phase {m['phase']}"
 
 
-def plot_weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: str):
+def plot_weight_norms(linear: dict | None, cosine: dict | None, claims: pd.DataFrame, png: str, pdf: str):
     """Panels: the linear head's weight norms and biases (old blue, new red, dashed = group mean), and the cosine
-    head's weight norms. linear, cosine: per-phase metrics dicts (metrics.json of phase 1), or None."""
+    head's weight norms. linear, cosine: per-phase metrics dicts (metrics.json of phase 1), or None; claims: the
+    dataset's claims table (tables/claims.csv), whose answers to Fig. 3's claims the caption gives."""
     panels = []
     if linear is not None:
         name = label(linear["run"]["method"], linear["run"]["variant"])
         norms, bias, n_old = linear["head"]["weight_norms"], linear["head"]["bias"], linear["num_old"]
-        panels.append((linear, norms, f"{name} (linear head)", "weight norm ‖θ‖",
-                       imbalance_note(norms, n_old, "weight norms")))
+        panels.append((linear, norms, f"{name} (linear head)", "weight norm ‖θ‖", []))
         if bias is not None:
-            panels.append((linear, bias, f"{name} (linear head)", "bias b", imbalance_note(bias, n_old, "biases")))
+            panels.append((linear, bias, f"{name} (linear head)", "bias b", []))
     if cosine is not None:
         # What enters a cosine head's logits is eta * ||theta_bar_i|| = eta for every class (Eq. 4): the rows are
         # normalised, so the stored norms (which SGD grows on the trained rows) cannot favour any class.
@@ -82,4 +70,7 @@ def plot_weight_norms(linear: dict | None, cosine: dict | None, png: str, pdf: s
         for ax, (m, values, title, what, notes) in zip(axes[0], panels):
             _scatter(ax, values, m["num_old"], what)
             ax.set_title(titled(f"{title}\n{what.split()[-1]}, {_setting(m)}", notes, width=48))
+        notes = verdict_notes(figure_claims(claims, "weight_norms"))
+        if notes:
+            suptitle(fig, titled(TITLE, notes, width=50 * len(panels)), fontsize=7)
         return save(fig, png, pdf)
