@@ -278,6 +278,8 @@ def test_schema_settings_are_the_run_config_fields(schema):
 def _add_dataset_without_root(cfg, tmp_path):
     cfg["datasets"]["cifar"] = {"source": "cifar100", "root": str(tmp_path / "missing"), "num_classes": 100,
                                 "base_classes": 50}
+    for exp in cfg["experiments"].values():
+        exp["datasets"] = ["cifar"]                 # read by the runs (a dry run would plan without it, and say so)
 
 
 def _indivisible_phases(cfg, tmp_path):
@@ -304,7 +306,7 @@ def test_snakemake_refuses_an_invalid_config_and_writes_nothing(tmp_path, change
     env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-         "--configfile", str(configfile), "--cores", "2", "--dry-run"],
+         "--configfile", str(configfile), "--cores", "2"],               # a real run: refused before any job
         cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert re.search(pattern, proc.stdout), proc.stdout[-3000:]
