@@ -276,13 +276,11 @@ def submissions(out: str) -> list[Submission]:
 
 
 def rule_resources(src: Path) -> dict[str, dict[str, int]]:
-    """Every rule's own `resources:` (integers), read from the snapshot's workflow/rules/*.smk."""
-    out = {}
-    for smk in sorted((src / "workflow" / "rules").glob("*.smk")):
-        for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.M | re.S):
-            block = re.search(r"^    resources:\n((?:        .*\n)+)", m.group(2), re.M)
-            out[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", block.group(1))} if block else {}
-    return out
+    """Every rule's own `resources:` with a number (gpu, mem_mb, runtime), as the rules take them from the table in
+    ucir/pipeline.py (cpus_per_gpu follows a job's threads: the profile's set-threads)."""
+    from ucir import pipeline
+    return {r.name: {k: v for k, v in pipeline.resources_of(r.name).items() if isinstance(v, int)}
+            for r in pipeline.RULES}
 
 
 def job_stats(out: str) -> dict[str, int]:
