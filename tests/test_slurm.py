@@ -62,7 +62,7 @@ BASE = f"{BASE_DIR}/model.pt"
 TARGET = f"{RUN}/summary.json"
 EXPECTED_JOBS = {"train_base": 1, "select_base_exemplars": 1, "evaluate_base": 1, "train_phase": 1,
                  "select_exemplars": 1, "evaluate_phase": 1, "summarize_run": 1}
-# the allocations of the grouped run: train_base alone, then one group job per phase (ucir.tools.plan.slurm_allocations)
+# the allocations of the grouped run: train_base alone, then one group job per phase (ucir.pipeline.slurm_allocations)
 EXPECTED_GROUPS = {"base-synthetic-cosine-resnet8-seed1993-herding2": {"select_base_exemplars", "evaluate_base"},
                    "phase-synthetic-lucir-default-p1-seed1993-k1": {"train_phase", "select_exemplars",
                                                                     "evaluate_phase", "summarize_run"}}
@@ -491,7 +491,7 @@ def test_grouped_run_needs_fewer_allocations(grouped_run, slurm_run, src):
     memory and GPUs of its jobs and the sum of their runtimes; every job still ran, inside those allocations."""
     from collections import Counter
 
-    from ucir.tools.plan import slurm_allocations
+    from ucir.pipeline import slurm_allocations
 
     workdir, out = grouped_run
     assert f"Using profile {src / PROFILE} " in out
