@@ -15,7 +15,7 @@ from ..models import IncrementalNet
 from ..runtime import autocast, bf16_training
 from .objective import Objective
 from .progress import EpochStats, NonFiniteLoss, Progress
-from .state import Preempted, Resumable, SigtermFlag
+from .state import Preempted, Resumable, StopSignals
 
 __all__ = ["NonFiniteLoss", "Objective", "Preempted", "fit", "make_optimizer"]
 
@@ -28,23 +28,25 @@ def make_optimizer(params, s: Schedule):
 
 def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, s: Schedule, *,
         device: torch.device, g: torch.Generator, log: Callable[[str], None], desc: str,
-        state_path: str | Path | None = None, checkpoint_every: int = 0, fingerprint: str = "",
-        amp: bool | str = "auto", train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
+        state_path: str | Path | None = None, checkpoint_every: int = 0, checkpoint_minutes: float = 0.0,
+        fingerprint: str = "", amp: bool | str = "auto",
+        train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
     """Train the parameters of `net` that require grad on data[indices] for s.epochs. state_path: where a resumable
-    state is kept (every `checkpoint_every` epochs and on SIGTERM), resumed from when its `fingerprint` (what the
-    stage depends on) matches. amp: bf16 autocast as ucir.runtime.bf16_training decides. train_mode: sets
-    train/eval per module each epoch (default net.train()). `log` may also keep the epochs' rows (its `record`)."""
+    state is kept (at least every `checkpoint_minutes` of training, every `checkpoint_every` epochs, and on SIGTERM
+    or SIGINT, after which the job ends: ucir.train.state), resumed from when its `fingerprint` (what the stage
+    depends on) matches. amp: bf16 autocast as ucir.runtime.bf16_training decides. train_mode: sets train/eval per
+    module each epoch (default net.train()). `log` may also keep the epochs' rows and its text (its `record`)."""
     bf16 = bf16_training(amp, device)
     opt, sched = make_optimizer([p for p in net.parameters() if p.requires_grad], s)
-    state = Resumable(state_path, fingerprint, log, desc)
-    start_epoch, skip = state.resume(net, opt, sched, g)
+    state = Resumable(state_path, fingerprint, log, desc, checkpoint_every, checkpoint_minutes)
+    start_epoch, skip, partial = state.resume(net, opt, sched, g)
     batches = math.ceil(len(indices) / s.batch_size)
     progress = Progress(log, desc, s.epochs, start_epoch, len(indices), batches)
-    with SigtermFlag() as sigterm:
+    with StopSignals() as signals:
         for epoch in range(start_epoch, s.epochs):
             (train_mode or IncrementalNet.train)(net)
             gen_state = g.get_state()                   # this epoch's draws, replayed by a job that resumes in it
-            stats = EpochStats(device)
+            stats = EpochStats(device, partial if skip else None)
             progress.start_epoch(skipped_images=min(skip * s.batch_size, len(indices)))
             for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
                 if b < skip:                            # done before the state was saved
@@ -56,16 +58,16 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
                 opt.step()
                 stats.add(b, terms, logits, y)
                 progress.batch(epoch, b, len(y))
-                if sigterm.set:
-                    state.save(net, opt, sched, gen_state, epoch, b + 1)
-                    log(f"{desc}: SIGTERM at epoch {epoch + 1}, batch {b + 1}; resumable state saved")
-                    raise Preempted(143)
+                if b + 1 < batches and (signals.caught or state.time_due()):     # the last batch: below
+                    state.save(net, opt, sched, gen_state, epoch, b + 1, stats.state())
+                    signals.stop(log, desc, epoch, b + 1)
             skip = 0
             lr = opt.param_groups[0]["lr"]
             sched.step()
             stats.check_finite(f"{desc}, epoch {epoch + 1}")
             progress.end_epoch(epoch, lr, stats)
-            if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < s.epochs:
+            if epoch + 1 < s.epochs and (signals.caught or state.time_due() or state.epochs_due(epoch + 1)):
                 state.save(net, opt, sched, g.get_state(), epoch + 1, 0)
+                signals.stop(log, desc, epoch, batches)
     state.finish()
     return net

@@ -8,7 +8,9 @@ host-side counts and clocks, and the losses, accuracy and non-finite check are r
 from __future__ import annotations
 
 import csv
+import io
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import features
+from ..io import save_text
 
 
 class NonFiniteLoss(RuntimeError):
@@ -25,11 +28,21 @@ class NonFiniteLoss(RuntimeError):
 class EpochStats:
     """An epoch's loss sums, correct predictions and, per loss term, the first batch where it was not finite."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, saved: dict | None = None):
+        """saved: the sums of the batches done before a resumable state was saved inside the epoch (state())."""
         self.sums: dict[str, torch.Tensor] = {}
         self.first_bad: dict[str, torch.Tensor] = {}
         self.correct = torch.zeros((), device=device)
         self.seen = 0
+        if saved is not None:
+            self.sums = {k: v.to(device) for k, v in saved["sums"].items()}
+            self.first_bad = {k: v.to(device) for k, v in saved["first_bad"].items()}
+            self.correct, self.seen = saved["correct"].to(device), saved["seen"]
+
+    def state(self) -> dict:
+        """The sums so far, as plain tensors and builtins (for a resumable state)."""
+        return {"sums": dict(self.sums), "first_bad": dict(self.first_bad), "correct": self.correct,
+                "seen": self.seen}
 
     def add(self, b: int, terms: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> None:
         for k, v in terms.items():
@@ -101,7 +114,7 @@ class Progress:
     def end_epoch(self, epoch: int, lr: float, stats: EpochStats) -> None:
         dt = time.perf_counter() - self.t_epoch
         means = stats.means()
-        loss, acc, rate = sum(means.values()), stats.accuracy(), stats.seen / max(dt, 1e-9)
+        loss, acc, rate = sum(means.values()), stats.accuracy(), self.epoch_images / max(dt, 1e-9)
         self.log(f"{self.desc} epoch {epoch + 1}/{self.epochs} lr {lr:.4g} loss {loss:.4f} "
                  + " ".join(f"{k} {v:.4f}" for k, v in means.items())
                  + f" acc {acc:.2f} img/s {rate:.0f} {dt:.1f}s eta {self.eta()}")
@@ -115,10 +128,16 @@ class EpochRecords:
     """A training job's per-epoch rows: a CSV (stage, epoch, lr, loss, every loss term, train_acc, img_per_s,
     seconds) and, when `tensorboard` is a folder, TensorBoard event files there (the optional `tensorboard`
     package; `tensorboard --logdir logs/` shows every run side by side). A resumed job keeps the rows of the
-    epochs before its resume point and replaces the others."""
+    epochs before its resume point and replaces the others.
 
-    def __init__(self, csv_path: str | Path, tensorboard: str | Path | None = None):
+    A resumable state keeps what kept() returns, the rows and the text of the job's log (`log_path`, the file its
+    stdout goes to, ucir.jobs); restore() writes them back in the job that resumes: Snakemake deletes a job's logs,
+    this CSV among them, before it runs the job again."""
+
+    def __init__(self, csv_path: str | Path, tensorboard: str | Path | None = None,
+                 log_path: str | Path | None = None):
         self.csv_path, self.tensorboard = Path(csv_path), tensorboard
+        self.log_path = Path(log_path) if log_path is not None else None
         self.rows: list[dict] = []
         self.writer = None
 
@@ -132,19 +151,42 @@ class EpochRecords:
             from torch.utils.tensorboard import SummaryWriter     # needs the `tensorboard` extra
             self.writer = SummaryWriter(str(self.tensorboard), purge_step=start_epoch + 1)
 
+    def kept(self) -> dict:
+        """The rows so far and the log's text so far (None without a log file): plain builtins."""
+        text = None
+        if self.log_path is not None and self.log_path.exists():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            text = self.log_path.read_text(errors="replace")
+        return {"rows": [dict(r) for r in self.rows], "log": text}
+
+    def restore(self, kept: dict) -> None:
+        """Write back what kept() returned: the log's text to stdout (the job's log, which Snakemake emptied), the
+        rows to the CSV (start() then keeps those before the resume point)."""
+        if kept["log"]:
+            sys.stdout.write(kept["log"] if kept["log"].endswith("\n") else kept["log"] + "\n")
+            sys.stdout.flush()
+        self.rows = list(kept["rows"])
+        self._write_csv()
+
     def __call__(self, stage: str, row: dict) -> None:
         self.rows.append({"stage": stage, **row})
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(self.rows)
+        self._write_csv()
         if self.writer is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, float) and math.isfinite(v):
                     self.writer.add_scalar(f"{stage}/{k}", v, row["epoch"])
             self.writer.flush()
+
+    def _write_csv(self) -> None:
+        if not self.rows:                                   # a state saved inside the first epoch
+            save_text("", self.csv_path)
+            return
+        out = io.StringIO(newline="")
+        w = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in self.rows for k in r)))
+        w.writeheader()
+        w.writerows(self.rows)
+        save_text(out.getvalue(), self.csv_path)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -70,6 +70,7 @@ def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, st
     log(f"base phase: {cfg.base_classes} classes, {len(idx)} images")
     fit(net, Objective(cfg, 0), data.train_loader, idx, cfg.base_train, device=device, g=g, log=log,
         desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         fingerprint=fingerprint("train_base", cfg, 0), amp=cfg.amp)
     return make_checkpoint(net, cfg, 0, num_old=0, config=stage_settings("train_base", cfg, 0))
 
@@ -106,6 +107,7 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
         f"({len(memory['index'])} exemplars), distill={cfg.distill} weight={lam:.4g}")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_loader, idx, cfg.train, device=device, g=g,
         log=log, desc=f"phase {phase}", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         fingerprint=fingerprint("train_phase", cfg, phase, prev_ckpt, memory), amp=cfg.amp)
     return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("train_phase", cfg, phase))
 
