@@ -154,9 +154,12 @@ def test_a_signal_saves_state_and_the_rerun_resumes_to_the_same_weights_and_rows
         if msg.startswith(line):
             assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler), "no handler"
             os.kill(os.getpid(), sig)
+    stopped = JobLog(tmp_path / "train_base.csv", send)
     with pytest.raises(Preempted) as stop:
-        _train(cfg, data, idx, state, JobLog(tmp_path / "train_base.csv", send))
+        _train(cfg, data, idx, state, stopped)
     assert stop.value.code == 128 + sig
+    at = "after epoch 2" if saved_at[1] == 0 else "at epoch 3, batch 1"
+    assert f"phase 0: {signal.Signals(sig).name} {at}: saving the resumable state, then stopping" in stopped
     st = load_torch(state)
     assert (st["epoch"], st["batches_done"]) == saved_at
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler        # handlers restored
@@ -204,12 +207,12 @@ def test_training_saves_its_state_every_checkpoint_minutes(tmp_path, monkeypatch
     with pytest.raises(Killed):
         _train(cfg, data, idx, state, kill, every=0, minutes=minutes)
     if not minutes:
-        assert not state.exists() and not any("resumable state saved" in m for m in lines)
+        assert not state.exists() and not any("saving the resumable state" in m for m in lines)
         return
     st = load_torch(state)
     assert (st["epoch"], st["batches_done"]) == (2, 1)               # the last check before the kill
-    assert "phase 0: resumable state saved at epoch 3, batch 1 (every 10 minutes)" in lines
-    assert "phase 0: resumable state saved after epoch 2 (every 10 minutes)" in lines
+    assert "phase 0: saving the resumable state at epoch 3, batch 1 (every 10 minutes)" in lines
+    assert "phase 0: saving the resumable state after epoch 2 (every 10 minutes)" in lines
     resumed = _train(cfg, data, idx, state, every=0, minutes=minutes)
     _same_weights(reference, resumed)
 
@@ -363,3 +366,21 @@ def test_a_writer_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
         p.write_bytes(b"partial")
     save_torch({"w": torch.ones(1)}, tmp_path / "model.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", *(p.name for p in others)])
+
+
+# ------------------------------------------------------------------------------------------- the Slurm profile
+def test_the_slurm_profile_signals_jobs_before_their_time_limit_and_requeues_preempted_ones():
+    """SIGTERM (which makes a training job save its state) reaches every job step a while before the time limit
+    (no `B:`: the batch shell alone would not pass it on), through a slurm_extra that the plugin accepts, and
+    preempted jobs are requeued. tests/test_slurm.py checks both options reach sbatch on a real Slurm."""
+    import ast
+    from types import SimpleNamespace
+    validation = pytest.importorskip("snakemake_executor_plugin_slurm.validation")
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["slurm-requeue"] is True
+    extra = ast.literal_eval(profile["default-resources"]["slurm_extra"])     # Snakemake evaluates resources
+    m = re.fullmatch(r"--signal=TERM@(\d+)", extra)
+    assert m and 60 < int(m[1]) < 600, extra               # Slurm may signal 60 s early; CPU rules run 10 min
+    validation.validate_slurm_extra(SimpleNamespace(resources=SimpleNamespace(slurm_extra=extra)))
+    for rule, res in profile["set-resources"].items():                  # a rule's own slurm_extra would replace it
+        assert "--signal=TERM@" in res.get("slurm_extra", extra), rule

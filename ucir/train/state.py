@@ -67,17 +67,21 @@ class Resumable:
         return self.every_epochs > 0 and epochs_done % self.every_epochs == 0
 
     def save(self, net, opt, sched, gen_state: torch.Tensor, epoch: int, batches_done: int,
-             epoch_stats: dict | None = None) -> None:
+             epoch_stats: dict | None = None, signal_name: str | None = None) -> None:
         """The state after `batches_done` batches of `epoch` (0-based); gen_state: the generator at the start of that
-        epoch; epoch_stats: its running sums so far (EpochStats.state), when inside it."""
+        epoch; epoch_stats: its running sums so far (EpochStats.state), when inside it; signal_name: the signal that
+        stops the job after this save. The line saying why it saves goes first, so the kept log holds it too."""
+        at = f"at epoch {epoch + 1}, batch {batches_done}" if batches_done else f"after epoch {epoch}"
+        if signal_name is not None:
+            self.log(f"{self.desc}: {signal_name} {at}: " + ("saving the resumable state, then stopping"
+                                                            if self.path is not None else "stopping (no state file)"))
+        elif self.path is not None and self.time_due():
+            self.log(f"{self.desc}: saving the resumable state {at} (every {self.seconds / 60:g} minutes)")
         if self.path is not None:
             save_torch({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "generator": gen_state, "epoch": epoch, "batches_done": batches_done,
                         "epoch_stats": epoch_stats, "fingerprint": self.fingerprint,
                         "record": self.record.kept() if self.record is not None else None}, self.path)
-            if self.time_due():
-                at = f"at epoch {epoch + 1}, batch {batches_done}" if batches_done else f"after epoch {epoch}"
-                self.log(f"{self.desc}: resumable state saved {at} (every {self.seconds / 60:g} minutes)")
         self.t_saved = time.monotonic()
 
     def finish(self) -> None:
@@ -87,7 +91,8 @@ class Resumable:
 
 class StopSignals:
     """Turns SIGTERM (a Slurm time limit or preemption) and SIGINT (Ctrl-C) into a flag the training loop checks
-    after each step: it saves the resumable state, then stop() ends the job. A second SIGINT stops at once, as
+    after each step: it saves the resumable state (Resumable.save, told the signal's `name`), then stop() ends the
+    job. A second SIGINT stops at once, as
     Ctrl-C does in any Python program (KeyboardInterrupt), without saving."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -109,11 +114,13 @@ class StopSignals:
             raise KeyboardInterrupt
         self.caught = signum
 
-    def stop(self, log: Callable[[str], None], desc: str, epoch: int, batches_done: int) -> None:
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.caught).name if self.caught is not None else None
+
+    def stop(self) -> None:
         """After the state was saved: end the job when a signal arrived."""
         if self.caught is not None:
-            log(f"{desc}: {signal.Signals(self.caught).name} at epoch {epoch + 1}, batch {batches_done}; "
-                "resumable state saved")
             raise Preempted(128 + self.caught)
 
     def __exit__(self, *exc):
