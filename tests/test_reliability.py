@@ -110,14 +110,18 @@ def _train(cfg, data, idx, state=None, log=lambda s: None, every=1, minutes=0.0)
 
 
 class JobLog(list):
-    """A job's log as fit sees it: its lines, and its `record` (the CSV of epoch rows beside it)."""
+    """A job's log as fit sees it: its lines (also in the file `log_path`, when given), and its `record` (the CSV of
+    epoch rows beside it, and the log file's text for a resumable state)."""
 
-    def __init__(self, csv_path, then=None):
+    def __init__(self, csv_path, then=None, log_path=None):
         super().__init__()
-        self.record, self.then = EpochRecords(csv_path), then
+        self.record, self.then, self.log_path = EpochRecords(csv_path, log_path=log_path), then, log_path
 
     def __call__(self, msg):
         self.append(msg)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(msg + "\n")
         if self.then is not None:
             self.then(msg)
 
@@ -170,6 +174,27 @@ def test_a_signal_saves_state_and_the_rerun_resumes_to_the_same_weights_and_rows
     _same_weights(reference, resumed)
     assert resumed_log.rows() == reference_log.rows()                 # epochs 1-2 kept; epoch 3 whole, not a part
     assert not state.exists()           # removed once training completed
+
+
+def test_a_signal_that_arrives_while_the_state_is_written_is_in_the_state_too(tmp_path, monkeypatch):
+    """The saved log says why the job stopped even when SIGTERM came during an epoch-end save: it is saved again."""
+    import ucir.train.state as state_module
+    cfg, data, idx = _setup()
+    kept_logs = []
+
+    def save_then_signal(obj, path):
+        kept_logs.append(obj["record"]["log"])
+        save_torch(obj, path)
+        if len(kept_logs) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)                        # as if during the write of the first state
+    monkeypatch.setattr(state_module, "save_torch", save_then_signal)
+    log = JobLog(tmp_path / "train_base.csv", log_path=tmp_path / "train_base.log")
+    with pytest.raises(Preempted):
+        _train(cfg, data, idx, tmp_path / "state.pt", log)
+    line = "phase 0: SIGTERM after epoch 1: saving the resumable state, then stopping"
+    assert len(kept_logs) == 2 and line not in kept_logs[0] and kept_logs[1].endswith(line + "\n")
+    st = load_torch(tmp_path / "state.pt")
+    assert (st["epoch"], st["batches_done"], st["record"]["log"]) == (1, 0, kept_logs[1])
 
 
 class Clock:

@@ -59,15 +59,13 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
                 stats.add(b, terms, logits, y)
                 progress.batch(epoch, b, len(y))
                 if b + 1 < batches and (signals.caught or state.time_due()):     # the last batch: below
-                    state.save(net, opt, sched, gen_state, epoch, b + 1, stats.state(), signals.name)
-                    signals.stop()
+                    state.checkpoint(net, opt, sched, gen_state, epoch, b + 1, stats.state(), signals)
             skip = 0
             lr = opt.param_groups[0]["lr"]
             sched.step()
             stats.check_finite(f"{desc}, epoch {epoch + 1}")
             progress.end_epoch(epoch, lr, stats)
             if epoch + 1 < s.epochs and (signals.caught or state.time_due() or state.epochs_due(epoch + 1)):
-                state.save(net, opt, sched, g.get_state(), epoch + 1, 0, signal_name=signals.name)
-                signals.stop()
+                state.checkpoint(net, opt, sched, g.get_state(), epoch + 1, 0, None, signals)
     state.finish()
     return net

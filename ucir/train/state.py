@@ -23,8 +23,8 @@ class Preempted(SystemExit):
 
 class Resumable:
     """The state file of one stage (none when `path` is None). resume() restores the net, optimizer, scheduler, data
-    generator and the job's record and says where to go on; save() writes them atomically; time_due() and
-    epochs_due() say when a save is due; finish() removes the file.
+    generator and the job's record and says where to go on; checkpoint() writes them atomically (and ends the job
+    when a signal arrived); time_due() and epochs_due() say when one is due; finish() removes the file.
 
     The clock is the host's (time.monotonic), read after every step: it never waits for the GPU."""
 
@@ -61,21 +61,23 @@ class Resumable:
 
     def time_due(self) -> bool:
         """checkpoint_minutes have passed since the last save (or the start of training in this process)."""
-        return self.seconds > 0 and time.monotonic() - self.t_saved >= self.seconds
+        return self.path is not None and self.seconds > 0 and time.monotonic() - self.t_saved >= self.seconds
 
     def epochs_due(self, epochs_done: int) -> bool:
         return self.every_epochs > 0 and epochs_done % self.every_epochs == 0
 
-    def save(self, net, opt, sched, gen_state: torch.Tensor, epoch: int, batches_done: int,
-             epoch_stats: dict | None = None, signal_name: str | None = None) -> None:
-        """The state after `batches_done` batches of `epoch` (0-based); gen_state: the generator at the start of that
-        epoch; epoch_stats: its running sums so far (EpochStats.state), when inside it; signal_name: the signal that
-        stops the job after this save. The line saying why it saves goes first, so the kept log holds it too."""
+    def checkpoint(self, net, opt, sched, gen_state: torch.Tensor, epoch: int, batches_done: int,
+                   epoch_stats: dict | None, signals: StopSignals) -> None:
+        """Save the state after `batches_done` batches of `epoch` (0-based); gen_state: the generator at the start of
+        that epoch; epoch_stats: its running sums so far (EpochStats.state), when inside it. Then, when SIGTERM or
+        SIGINT arrived, end the job (Preempted). The line saying why it saves is logged before the state is written,
+        so the log kept in it says why the job stopped; a signal that arrives during the write is saved again."""
+        caught = signals.name
         at = f"at epoch {epoch + 1}, batch {batches_done}" if batches_done else f"after epoch {epoch}"
-        if signal_name is not None:
-            self.log(f"{self.desc}: {signal_name} {at}: " + ("saving the resumable state, then stopping"
-                                                            if self.path is not None else "stopping (no state file)"))
-        elif self.path is not None and self.time_due():
+        if caught is not None:
+            self.log(f"{self.desc}: {caught} {at}: " + ("saving the resumable state, then stopping"
+                                                       if self.path is not None else "stopping (no state file)"))
+        elif self.time_due():
             self.log(f"{self.desc}: saving the resumable state {at} (every {self.seconds / 60:g} minutes)")
         if self.path is not None:
             save_torch({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -83,6 +85,9 @@ class Resumable:
                         "epoch_stats": epoch_stats, "fingerprint": self.fingerprint,
                         "record": self.record.kept() if self.record is not None else None}, self.path)
         self.t_saved = time.monotonic()
+        if caught is None and signals.name is not None:                   # arrived during the write
+            self.checkpoint(net, opt, sched, gen_state, epoch, batches_done, epoch_stats, signals)
+        signals.stop()
 
     def finish(self) -> None:
         if self.path is not None:
@@ -91,8 +96,7 @@ class Resumable:
 
 class StopSignals:
     """Turns SIGTERM (a Slurm time limit or preemption) and SIGINT (Ctrl-C) into a flag the training loop checks
-    after each step: it saves the resumable state (Resumable.save, told the signal's `name`), then stop() ends the
-    job. A second SIGINT stops at once, as
+    after each step: Resumable.checkpoint saves the resumable state, then stop() ends the job. A second SIGINT stops at once, as
     Ctrl-C does in any Python program (KeyboardInterrupt), without saving."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
