@@ -96,8 +96,8 @@ class Resumable:
 
 class StopSignals:
     """Turns SIGTERM (a Slurm time limit or preemption) and SIGINT (Ctrl-C) into a flag the training loop checks
-    after each step: Resumable.checkpoint saves the resumable state, then stop() ends the job. A second SIGINT stops at once, as
-    Ctrl-C does in any Python program (KeyboardInterrupt), without saving."""
+    after each step: Resumable.checkpoint saves the resumable state, then stop() ends the job. A second SIGINT stops
+    at once, as Ctrl-C does in any Python program (KeyboardInterrupt), without saving."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
