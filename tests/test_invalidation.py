@@ -68,8 +68,8 @@ def test_kd_temperature_replans_only_icarl_and_lwf(clone):
 
 @pytest.mark.parametrize("where", ["dataset", "top level"])
 def test_execution_settings_replan_nothing(clone, where):
-    change = {"checkpoint_every": 1, "eval_batch_size": 7, "channels_last": False, "compile": False,
-              "device": "cpu", "deterministic": True}
+    change = {"checkpoint_every": 1, "checkpoint_minutes": 2.5, "eval_batch_size": 7, "channels_last": False,
+              "compile": False, "device": "cpu", "deterministic": True}
     cfg = grid()
     if where == "dataset":
         cfg["datasets"]["synthetic"]["settings"].update({k: v for k, v in change.items() if k not in (

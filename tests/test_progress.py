@@ -102,6 +102,43 @@ def test_a_resumed_job_keeps_the_rows_before_its_resume_point(tmp_path):
     assert [(r["epoch"], r["loss"]) for r in rows] == [("1", "1.0"), ("2", "0.5"), ("3", "0.25")]
 
 
+def test_a_resumable_state_keeps_the_log_and_rows_and_the_resumed_job_writes_them_back(tmp_path, capsys):
+    """kept() goes into the resumable state; Snakemake then deletes the job's log and CSV before rerunning it, and
+    restore() in the resumed job writes the log's text to its stdout (the new log) and the rows to the CSV."""
+    log, path = tmp_path / "train_phase.log", tmp_path / "train_phase.csv"
+    log.write_text("[10:00:00 +    1.0s] device cpu\n[10:00:09 +    9.0s] phase 1 epoch 1/3 lr 0.1\n")
+    first = EpochRecords(path, log_path=log)
+    first.start(0)
+    first("phase 1", {"epoch": 1, "lr": 0.1, "loss": 1.0})
+    first("phase 1", {"epoch": 2, "lr": 0.1, "loss": 0.5})
+    kept = first.kept()
+    torch.save(kept, tmp_path / "state.pt")
+    kept = torch.load(tmp_path / "state.pt", weights_only=True)         # plain builtins: loads weights-only
+    log.unlink()
+    path.unlink()
+    capsys.readouterr()
+    again = EpochRecords(path, log_path=log)
+    again.restore(kept)
+    assert capsys.readouterr().out == ("[10:00:00 +    1.0s] device cpu\n"
+                                       "[10:00:09 +    9.0s] phase 1 epoch 1/3 lr 0.1\n")
+    again.start(2)
+    again("phase 1", {"epoch": 3, "lr": 0.01, "loss": 0.25})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["lr"], r["loss"]) for r in rows] == [("1", "0.1", "1.0"), ("2", "0.1", "0.5"),
+                                                                 ("3", "0.01", "0.25")]
+
+
+def test_a_state_saved_inside_the_first_epoch_keeps_no_rows(tmp_path):
+    records = EpochRecords(tmp_path / "train_base.csv")
+    records.start(0)
+    assert records.kept() == {"rows": [], "log": None}
+    records.restore(records.kept())
+    records.start(0)
+    records("phase 0", {"epoch": 1, "loss": 1.0})
+    assert (tmp_path / "train_base.csv").read_bytes() == b"stage,epoch,loss\r\nphase 0,1,1.0\r\n"   # as csv writes it
+
+
 def test_tensorboard_event_files_hold_every_epoch(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     cfg, data, idx = _setup()

@@ -475,6 +475,8 @@ def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run, src):
         assert f"--mem {resources[s.rule]['mem_mb']} " in call and f"-t {resources[s.rule]['runtime']} " in call, \
             (s.rule, call)
         assert f"-p {profile['default-resources']['slurm_partition']} " in call, (s.rule, call)
+        # SIGTERM (a training job then saves its resumable state) before the time limit, requeue on preemption
+        assert " --requeue " in call and " --signal=TERM@" in call, (s.rule, call)
         if s.rule in gpu_rules:
             assert "--gpus=1" in call, (s.rule, call)
             assert f"--cpus-per-gpu={profile['set-threads'][s.rule]}" in call, (s.rule, call)

@@ -4,6 +4,7 @@ LUCIR run): one complete run (module-scoped fixture, 1-2 min on 2 CPU cores), th
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -63,6 +64,20 @@ def test_every_training_job_writes_its_epochs_beside_its_log(complete_run):
         assert [r["epoch"] for r in rows] == ["1"], log                  # tiny.yaml: one epoch per stage
         assert {"lr", "loss", "ce", "train_acc", "img_per_s", "seconds"} <= set(rows[0]), rows[0]
         assert re.search(r" epoch 1/1 lr .* eta 0:00:00$", log.read_text(), re.M), log
+
+
+def test_outputs_get_the_permissions_the_umask_allows(complete_run):
+    """Every output (models, memories, metrics, summaries, tables, figures, logs) is created as open() creates files:
+    0644 under the usual umask 0022, so colleagues sharing the project folder can read them (atomic writes used to
+    make them 0600 whatever the umask). The run inherited this process's umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    work = complete_run / "work"
+    files = [p for d in ("results", "logs") for p in (work / d).rglob("*") if p.is_file()]
+    assert {".pt", ".json", ".csv", ".png", ".pdf", ".log"} <= {p.suffix for p in files}, files
+    wrong = {str(p.relative_to(work)): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o666 & ~umask}
+    assert not wrong, f"not {oct(0o666 & ~umask)} under umask {oct(umask)}: {wrong}"
 
 
 # ---- changed settings -----------------------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class RunConfig:
     compile: bool = False
     eval_batch_size: int = 512
     checkpoint_every: int = 0             # epochs between resumable states (0: never)
+    checkpoint_minutes: float = 10.0      # a resumable state at least every so many minutes of training (0: never)
     workers: int | None = None            # DataLoader workers for folder data (null: the job's threads - 1)
     tensorboard: bool = False             # training curves also as TensorBoard event files (the `tensorboard` extra)
 
@@ -222,6 +223,8 @@ class RunConfig:
             bad("distill", self.distill, f"it needs head: {' or '.join(DISTILLS[self.distill])} (head is {self.head})")
         if self.cs_weight < 0:
             bad("cs_weight", self.cs_weight, "non-negative")
+        if self.checkpoint_minutes < 0:
+            bad("checkpoint_minutes", self.checkpoint_minutes, "non-negative (0: no time-based saves)")
         if self.workers is not None and self.workers < 0:
             bad("workers", self.workers, "a non-negative integer or null")
         if not 0 < self.base_classes < self.num_classes:

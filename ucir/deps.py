@@ -26,7 +26,7 @@ INCREMENTAL = ("train_phase", "finetune_balanced")           # the stages that t
 # Where the data lie, the device and its kernels, the memory format, how often a resumable state is saved and how
 # many images an inference batch holds: they change rounding at most, never what is computed.
 EXECUTION = ("root", "download", "device", "deterministic", "channels_last", "compile", "eval_batch_size",
-             "checkpoint_every", "workers", "tensorboard")
+             "checkpoint_every", "checkpoint_minutes", "workers", "tensorboard")
 STRUCTURAL = ("cbf",)
 MEMORY_SIZE = ("per_class", "total")
 MEMORY_STAGES = ("select_exemplars", "evaluate_phase")              # the stages that keep or read the memory

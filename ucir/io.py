@@ -4,16 +4,53 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import secrets
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
+def _temporary(path: Path) -> tuple[int, Path]:
+    """A new file `.{name}.<random>.tmp` beside `path`, open for writing. Created with mode 0666 as open() does, so
+    the umask decides its permissions (0644 under the usual 0022) and the renamed output is readable by whoever the
+    folder's owner lets read it; tempfile.mkstemp would make every output 0600 whatever the umask."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:                                            # 2^-48 per try
+            continue
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """The temporary files that writers of `path` left behind (a writer killed with SIGKILL, or by a node failure,
+    between creating its temporary file and renaming it), old `tempfile.mkstemp` names included."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.tmp")
+    try:
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    except FileNotFoundError:
+        return []
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what stale_temporaries(path) lists; the names removed. Only the one writer of a path may call it:
+    another writer's file in flight would go too (its rename then fails)."""
+    gone = stale_temporaries(path)
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 def _atomic(path: str | os.PathLike, write) -> None:
+    """Write `path` through a temporary file renamed over it, so the path never holds half a file. The temporaries
+    an earlier, killed writer of the same path left are removed first: every output of the workflow has one writer
+    at a time (its job), and the one file jobs share, ucir.data.sources' md5 cache, shrugs off a failed write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -21,7 +58,7 @@ def _atomic(path: str | os.PathLike, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

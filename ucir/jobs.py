@@ -72,7 +72,7 @@ def job(run_settings: dict, execution: dict, log_path: str, threads: int = 1,
             cfg = RunConfig.from_dict({**settings, **execution}, check=False)
             prepare_environment(cfg.deterministic, compile_cache if cfg.compile else None)   # before CUDA starts
             records = EpochRecords(Path(log_path).with_suffix(".csv"),
-                                   Path(log_path).with_suffix("") if cfg.tensorboard else None)
+                                   Path(log_path).with_suffix("") if cfg.tensorboard else None, log_path)
             j = Job(cfg, torch.device("cpu"), JobLog(t0, records), loader_workers(cfg.workers, threads), per_class,
                     prepared)
             j.device = pick_device(cfg.device, j.log)

@@ -96,10 +96,12 @@ class DeviceArrays:
 
 
 def ignore_sigterm(_worker_id: int = 0) -> None:
-    """DataLoader workers ignore SIGTERM. Slurm sends it to every process of a job at its time limit or on
-    preemption; a worker that died of it would make the loader raise before the training process saves its
-    resumable state. The training process stops its workers itself when it exits."""
+    """DataLoader workers ignore SIGTERM and SIGINT. Slurm sends SIGTERM to every process of a job at its time limit
+    or on preemption, Ctrl-C sends SIGINT to every process in the terminal's foreground; a worker that died of either
+    would make the loader raise before the training process saves its resumable state. The training process stops
+    its workers itself when it exits."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _FolderDataset(Dataset):

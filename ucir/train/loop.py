@@ -20,7 +20,7 @@ from ..models import IncrementalNet
 from ..runtime import autocast, bf16_training, training_precision
 from .objective import Objective
 from .progress import EpochStats, NonFiniteLoss, Progress
-from .state import DeferredBatchCount, Preempted, Resumable, SigtermFlag
+from .state import DeferredBatchCount, Preempted, Resumable, StopSignals
 
 __all__ = ["NonFiniteLoss", "Objective", "Preempted", "fit", "make_optimizer"]
 
@@ -36,26 +36,27 @@ def make_optimizer(params, s: Schedule):
 
 def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, s: Schedule, *,
         device: torch.device, g: torch.Generator, log: Callable[[str], None], desc: str,
-        state_path: str | Path | None = None, checkpoint_every: int = 0, fingerprint: str = "",
-        precision: str = "fp32", train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
+        state_path: str | Path | None = None, checkpoint_every: int = 0, checkpoint_minutes: float = 0.0,
+        fingerprint: str = "", precision: str = "fp32",
+        train_mode: Callable[[IncrementalNet], None] | None = None) -> IncrementalNet:
     """Train the parameters of `net` that require grad on data[indices] for s.epochs. state_path: where a resumable
-    state is kept (every `checkpoint_every` epochs and on SIGTERM), resumed from when its `fingerprint` (what the
-    stage depends on) matches. precision: fp32, tf32 or bf16 (ucir.runtime.training_precision; it stops where the
-    device lacks it). train_mode: sets train/eval per module each epoch (default net.train()). `log` may also keep
-    the epochs' rows (its `record`)."""
+    state is kept (at least every `checkpoint_minutes` of training, every `checkpoint_every` epochs, and on SIGTERM
+    or SIGINT, after which the job ends: ucir.train.state), resumed from when its `fingerprint` (what the stage
+    depends on) matches. precision: fp32, tf32 or bf16 (ucir.runtime.training_precision; it stops where the device
+    lacks it). train_mode: sets train/eval per module each epoch (default net.train()). `log` may also keep the
+    epochs' rows and its text (its `record`)."""
     bf16 = bf16_training(precision)
     opt, sched = make_optimizer([p for p in net.parameters() if p.requires_grad], s)
-    state = Resumable(state_path, fingerprint, log, desc)
-    start_epoch, skip = state.resume(net, opt, sched, g)
+    state = Resumable(state_path, fingerprint, log, desc, checkpoint_every, checkpoint_minutes)
+    start_epoch, skip, partial = state.resume(net, opt, sched, g)
     batches = math.ceil(len(indices) / s.batch_size)
     progress = Progress(log, desc, s.epochs, start_epoch, len(indices), batches)
-    with SigtermFlag() as sigterm, training_precision(device, precision):
+    with StopSignals() as signals, training_precision(device, precision):
         for epoch in range(start_epoch, s.epochs):
             (train_mode or IncrementalNet.train)(net)
             gen_state = g.get_state()                   # this epoch's draws, replayed by a job that resumes in it
-            stats = EpochStats(device, batches)
+            stats = EpochStats(device, batches, partial if skip else None)
             progress.start_epoch(skipped_images=min(skip * s.batch_size, len(indices)))
-            stopped_after = None
             with DeferredBatchCount(net) as bn_count:
                 for b, (x, y) in enumerate(data.batches(indices, s.batch_size, train=True, g=g)):
                     if b < skip:                        # done before the state was saved
@@ -68,19 +69,16 @@ def fit(net: IncrementalNet, objective: Objective, data, indices: torch.Tensor, 
                     bn_count.step()
                     stats.add(b, terms, logits, y)
                     progress.batch(epoch, b, len(y))
-                    if sigterm.set:
-                        stopped_after = b + 1
-                        break
-            if stopped_after is not None:
-                state.save(net, opt, sched, gen_state, epoch, stopped_after)
-                log(f"{desc}: SIGTERM at epoch {epoch + 1}, batch {stopped_after}; resumable state saved")
-                raise Preempted(143)
+                    # host-side flag and clock only: no wait for the GPU unless a save is due (the last batch: below)
+                    if b + 1 < batches and (signals.caught or state.time_due()):
+                        with bn_count.folded():
+                            state.checkpoint(net, opt, sched, gen_state, epoch, b + 1, stats.state(), signals)
             skip = 0
             lr = opt.param_groups[0]["lr"]
             sched.step()
             stats.check_finite(f"{desc}, epoch {epoch + 1}")
             progress.end_epoch(epoch, lr, stats)
-            if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < s.epochs:
-                state.save(net, opt, sched, g.get_state(), epoch + 1, 0)
+            if epoch + 1 < s.epochs and (signals.caught or state.time_due() or state.epochs_due(epoch + 1)):
+                state.checkpoint(net, opt, sched, g.get_state(), epoch + 1, 0, None, signals)
     state.finish()
     return net

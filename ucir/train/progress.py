@@ -8,7 +8,9 @@ host-side counts and clocks, and the losses, accuracy and non-finite check are r
 from __future__ import annotations
 
 import csv
+import io
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import features
+from ..io import save_text
 
 
 class NonFiniteLoss(RuntimeError):
@@ -30,13 +33,24 @@ class EpochStats:
     term * batch size), the arithmetic a per-step accumulation on the device would do, so the logged numbers do not
     depend on where the sum is made."""
 
-    def __init__(self, device: torch.device, batches: int):
+    def __init__(self, device: torch.device, batches: int, saved: dict | None = None):
+        """saved: the rows of the batches done before a resumable state was saved inside the epoch (state()), so
+        the epoch's sums, accuracy and non-finite check cover the whole epoch, in batch order, after a resume."""
         self.device, self.batches = device, batches
         self.names: list[str] = []
         self.rows: torch.Tensor | None = None           # batches x (terms + 1): each term, then the correct count
-        self.sizes: dict[int, int] = {}                 # batch -> its images, for the batches this process trained
+        self.sizes: dict[int, int] = {}                 # batch -> its images, for the batches trained so far
         self.seen = 0
         self._read: tuple[dict[str, float], int, dict[str, int]] | None = None
+        if saved is not None and saved["rows"] is not None:
+            self.names, self.rows = list(saved["names"]), saved["rows"].to(device)
+            self.sizes, self.seen = dict(saved["sizes"]), saved["seen"]
+
+    def state(self) -> dict:
+        """The rows so far, as a CPU tensor and builtins (for a resumable state; reading them waits for the GPU,
+        which a save does anyway)."""
+        return {"names": list(self.names), "rows": self.rows.cpu().clone() if self.rows is not None else None,
+                "sizes": dict(self.sizes), "seen": self.seen}
 
     def add(self, b: int, terms: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> None:
         if self.rows is None:                            # the terms are known at the first step
@@ -122,7 +136,7 @@ class Progress:
     def end_epoch(self, epoch: int, lr: float, stats: EpochStats) -> None:
         dt = time.perf_counter() - self.t_epoch
         means = stats.means()
-        loss, acc, rate = sum(means.values()), stats.accuracy(), stats.seen / max(dt, 1e-9)
+        loss, acc, rate = sum(means.values()), stats.accuracy(), self.epoch_images / max(dt, 1e-9)
         self.log(f"{self.desc} epoch {epoch + 1}/{self.epochs} lr {lr:.4g} loss {loss:.4f} "
                  + " ".join(f"{k} {v:.4f}" for k, v in means.items())
                  + f" acc {acc:.2f} img/s {rate:.0f} {dt:.1f}s eta {self.eta()}")
@@ -136,10 +150,16 @@ class EpochRecords:
     """A training job's per-epoch rows: a CSV (stage, epoch, lr, loss, every loss term, train_acc, img_per_s,
     seconds) and, when `tensorboard` is a folder, TensorBoard event files there (the optional `tensorboard`
     package; `tensorboard --logdir logs/` shows every run side by side). A resumed job keeps the rows of the
-    epochs before its resume point and replaces the others."""
+    epochs before its resume point and replaces the others.
 
-    def __init__(self, csv_path: str | Path, tensorboard: str | Path | None = None):
+    A resumable state keeps what kept() returns, the rows and the text of the job's log (`log_path`, the file its
+    stdout goes to, ucir.jobs); restore() writes them back in the job that resumes: Snakemake deletes a job's logs,
+    this CSV among them, before it runs the job again."""
+
+    def __init__(self, csv_path: str | Path, tensorboard: str | Path | None = None,
+                 log_path: str | Path | None = None):
         self.csv_path, self.tensorboard = Path(csv_path), tensorboard
+        self.log_path = Path(log_path) if log_path is not None else None
         self.rows: list[dict] = []
         self.writer = None
 
@@ -153,19 +173,42 @@ class EpochRecords:
             from torch.utils.tensorboard import SummaryWriter     # needs the `tensorboard` extra
             self.writer = SummaryWriter(str(self.tensorboard), purge_step=start_epoch + 1)
 
+    def kept(self) -> dict:
+        """The rows so far and the log's text so far (None without a log file): plain builtins."""
+        text = None
+        if self.log_path is not None and self.log_path.exists():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            text = self.log_path.read_text(errors="replace")
+        return {"rows": [dict(r) for r in self.rows], "log": text}
+
+    def restore(self, kept: dict) -> None:
+        """Write back what kept() returned: the log's text to stdout (the job's log, which Snakemake emptied), the
+        rows to the CSV (start() then keeps those before the resume point)."""
+        if kept["log"]:
+            sys.stdout.write(kept["log"] if kept["log"].endswith("\n") else kept["log"] + "\n")
+            sys.stdout.flush()
+        self.rows = list(kept["rows"])
+        self._write_csv()
+
     def __call__(self, stage: str, row: dict) -> None:
         self.rows.append({"stage": stage, **row})
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(self.rows)
+        self._write_csv()
         if self.writer is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, float) and math.isfinite(v):
                     self.writer.add_scalar(f"{stage}/{k}", v, row["epoch"])
             self.writer.flush()
+
+    def _write_csv(self) -> None:
+        if not self.rows:                                   # a state saved inside the first epoch
+            save_text("", self.csv_path)
+            return
+        out = io.StringIO(newline="")
+        w = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in self.rows for k in r)))
+        w.writeheader()
+        w.writerows(self.rows)
+        save_text(out.getvalue(), self.csv_path)
 
     def close(self) -> None:
         if self.writer is not None:

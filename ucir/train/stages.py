@@ -73,6 +73,7 @@ def train_base(cfg: RunConfig, data: RunData, device: torch.device, log: Log, st
     log(f"base phase: {cfg.base_classes} classes, {len(idx)} images")
     fit(net, Objective(cfg, 0), data.train_loader, idx, cfg.base_train, device=device, g=g, log=log,
         desc="phase 0", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         fingerprint=fingerprint("train_base", cfg, 0), precision=cfg.precision)
     return make_checkpoint(net, cfg, 0, num_old=0, config=stage_settings("train_base", cfg, 0))
 
@@ -109,14 +110,15 @@ def train_phase(cfg: RunConfig, phase: int, prev_ckpt: dict, memory: dict, data:
         f"({len(memory['index'])} exemplars), distill={cfg.distill} weight={lam:.4g}")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_loader, idx, cfg.train, device=device, g=g,
         log=log, desc=f"phase {phase}", state_path=state_path, checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         fingerprint=fingerprint("train_phase", cfg, phase, prev_ckpt, memory), precision=cfg.precision)
     return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("train_phase", cfg, phase))
 
 
 def class_balance_finetune(cfg: RunConfig, phase: int, ckpt: dict, prev_ckpt: dict, memory: dict,
-                           data: RunData, device: torch.device, log: Log) -> dict:
+                           data: RunData, device: torch.device, log: Log, state_path=None) -> dict:
     """CBF: the exemplars of all seen classes (balanced), backbone frozen (BatchNorm too), eta fixed, the head
-    trained with the phase's losses against the previous model."""
+    trained with the phase's losses against the previous model. state_path: its resumable state (fit)."""
     g = seed_everything(cfg.seed, phase, stage=1)
     num_old = cfg.classes_seen(phase - 1)
     teacher = _teacher(prev_ckpt, cfg, phase - 1, device)
@@ -133,6 +135,9 @@ def class_balance_finetune(cfg: RunConfig, phase: int, ckpt: dict, prev_ckpt: di
     lam = distill_weight(cfg, num_old, cfg.classes_per_phase)
     log(f"phase {phase} CBF: {len(memory['index'])} exemplars")
     fit(net, Objective(cfg, num_old, lam, teacher), data.train_loader, memory["index"], cfg.cbf_train,
-        device=device, g=g, log=log, desc=f"phase {phase} cbf", precision=cfg.precision, train_mode=train_mode)
+        device=device, g=g, log=log, desc=f"phase {phase} cbf", state_path=state_path,
+        checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes,
+        fingerprint=fingerprint("finetune_balanced", cfg, phase, ckpt, prev_ckpt, memory), precision=cfg.precision,
+        train_mode=train_mode)
     return make_checkpoint(net, cfg, phase, num_old=num_old, config=stage_settings("finetune_balanced", cfg, phase),
                            extra={"cbf": True})

@@ -61,6 +61,7 @@ rule finetune_balanced:
     params:
         run=get_stage_params("finetune_balanced"),
         code=CODE["finetune_balanced"],
+        state=f"results/{RUN}/phase{{k}}/state_cbf.pt",
     threads: threads_of("finetune_balanced")
     resources:
         **resources_of("finetune_balanced"),

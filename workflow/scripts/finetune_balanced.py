@@ -8,5 +8,5 @@ with stage_job(snakemake) as j:
     data = load_run_data(j.cfg, j.device, workers=j.workers, test=False, prepared=j.prepared)
     ckpt = class_balance_finetune(j.cfg, int(snakemake.wildcards.k), load_torch(snakemake.input.model),
                                   load_torch(snakemake.input.previous), load_torch(snakemake.input.memory),
-                                  data, j.device, j.log)
+                                  data, j.device, j.log, state_path=snakemake.params.state)
     save_torch(ckpt, snakemake.output[0])
