@@ -142,9 +142,6 @@ CLAIMS: list[Claim] = [
 ]
 
 
-MEMORY_METHODS = ("lucir", "icarl")
-
-
 def memory_claims(summaries: list[dict]) -> list[Claim]:
     """Fig. 7(b): "the more samples reserved, the better performance for both iCaRL and our approach. While in each
     case, the results of our approach are superior to those of iCaRL", for the memory sizes the runs have (the
