@@ -153,3 +153,13 @@ def test_the_paper_grid_dry_run_needs_no_data(checkout):
     plan = smk.parse_dry_run(proc.stdout)
     assert sum(plan.stats.values()) > 1000 and {"train_base", "train_phase", "aggregate"} <= set(plan.stats)
     assert not (checkout / "data").exists()                                     # a dry run creates nothing
+
+
+def test_a_sitting_of_a_study_plans_its_runs_and_no_table(checkout):
+    """docs/running.md's sitting: the main comparison's first 5 class orders of the Fashion-MNIST study (without
+    its data here: the dry run plans and says so), and nothing that reads every run."""
+    cmd = command("docs/running.md", r"^snakemake \$\(python -m ucir\.tools\.targets ")
+    run = planned(checkout, dry(cmd))
+    assert smk.run_dirs(run.outputs()) == {f"results/fashion_mnist/{m}/default/p5/seed{s}"
+                                           for m in ("lucir", "icarl", "finetune") for s in range(1993, 1998)}
+    assert run.stats["summarize_run"] == 15 and "aggregate" not in run.stats

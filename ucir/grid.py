@@ -27,6 +27,10 @@ from . import deps
 from .config import BACKBONES, ENUMS, HEADS, SELECTIONS, ConfigError, RunConfig, resolve
 
 DATASET_KEYS = ("source", "num_classes", "base_classes")          # what a run reads of its dataset's entry
+# Where a base model and a run live, under results/ (and likewise under logs/ and benchmarks/): the workflow's rules
+# and ucir.tools.targets format these.
+BASE_DIR = "{dataset}/base/{base}/seed{seed}"
+RUN_DIR = "{dataset}/{method}/{variant}/p{phases}/seed{seed}"
 DOWNLOADABLE = ("cifar100",)
 PRECISION_DEFAULT = RunConfig().precision                         # fp32: no suffix
 
@@ -63,6 +67,11 @@ class Run:
 
     def identity(self) -> dict[str, Any]:
         return dict(zip(("dataset", "method", "variant", "phases", "seed"), self.key))
+
+    @property
+    def path(self) -> str:
+        """The run's folder under results/ (logs/, benchmarks/)."""
+        return RUN_DIR.format(**self.identity())
 
 
 # ---- names of shared jobs -------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import sys
 from ucir import deps
 from ucir.codehash import submission_hashes
 from ucir.config import METHODS, PREPARED_SOURCES, ConfigError
-from ucir.grid import BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, check_data, shared_jobs
+from ucir.grid import BASE_DIR, BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, RUN_DIR, check_data, shared_jobs
 from ucir.pipeline import resources_of, rule_mismatch, script_of, table_outputs, threads_of
 from ucir.validate import check_config, load_schema
 
@@ -34,8 +34,7 @@ for _r in RUNS.values():
 # The package code of every rule, hashed once per submission (ucir/codehash.py; README: What reruns when).
 CODE = submission_hashes()
 # Where a base model and a run live, under results/ (and likewise under logs/ and benchmarks/).
-BASE = "{dataset}/base/{base}/seed{seed}"
-RUN = "{dataset}/{method}/{variant}/p{phases}/seed{seed}"
+BASE, RUN = BASE_DIR, RUN_DIR
 
 
 wildcard_constraints:
@@ -55,7 +54,7 @@ def _run(w):
 
 
 def run_dir(r):
-    return f"results/{RUN.format(**r.identity())}"
+    return f"results/{r.path}"
 
 
 def base_dir(r):

@@ -1,0 +1,62 @@
+"""ucir.tools.compare_claims: claims tables' answers side by side, and whether each holds in all of them."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ucir.report.claims import CLAIM_COLS
+from ucir.tools import compare_claims
+
+
+def table(path, answers: dict[str, str], dataset: str = "d", a: str = "Ours-CNN", figures: dict[str, str] | None = None):
+    rows = []
+    for i, (claim, ans) in enumerate(answers.items()):
+        row = dict.fromkeys(CLAIM_COLS, 1.0)
+        row.update(dataset=dataset, claim=claim, figure=(figures or {}).get(claim, "5"), phases=5, statement="s", metric="average incremental",
+                   a=a, b="iCaRL-CNN", relation=">", n=10, seeds="1993", differences="+1", diff_mean=1.5 + i,
+                   ci_low=0.5, ci_high=2.5, p_holm=0.01 * (i + 1), answer=ans, answer_unadjusted=ans)
+        rows.append(row)
+    pd.DataFrame(rows, columns=CLAIM_COLS).to_csv(path, index=False)
+    return path
+
+
+def test_answers_side_by_side_and_whether_they_hold_at_both(tmp_path, capsys):
+    a = table(tmp_path / "a.csv", {"x": "yes", "y": "yes", "z": "unclear", "only_a": "no"})
+    b = table(tmp_path / "b.csv", {"x": "yes", "y": "unclear", "z": "unclear"}, dataset="d2")
+    out = tmp_path / "pairs.csv"
+    assert compare_claims.main([str(a), str(b), "--names", "20ep", "40ep", "--csv", str(out)]) == 0
+    printed = capsys.readouterr()
+    pairs = pd.read_csv(out)
+    assert pairs.set_index("claim")["all"].to_dict() == {"x": "yes", "y": "differs", "z": "unclear"}
+    assert list(pairs.columns[-3:]) == ["p_holm_40ep", "answer_40ep", "all"]
+    assert ("| 5 | Ours-CNN vs iCaRL-CNN | average incremental | +1.50 [+0.50, +2.50] | 0.010 | yes | "
+            "+1.50 [+0.50, +2.50] | 0.010 | yes | yes |") in printed.out
+    assert "(1 rows not in every table left out)" in printed.err
+
+
+def test_one_table_is_rendered_and_filtered_by_figure_and_named_by_its_dataset(tmp_path, capsys):
+    a = table(tmp_path / "a.csv", {"x": "yes", "y": "no"}, figures={"y": "8"})
+    assert compare_claims.main([str(a), "--figures", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| Fig. | A vs B | metric | A − B [95 % CI] (d) | p Holm (d) | answer (d) |")
+    assert len(out) == 3 and out[2].startswith("| 8 |") and out[2].endswith("| no |")
+
+
+def test_rows_that_compare_different_things_are_refused(tmp_path, capsys):
+    a = table(tmp_path / "a.csv", {"x": "yes"})
+    b = table(tmp_path / "b.csv", {"x": "yes"}, dataset="d2", a="Ours-NME")
+    assert compare_claims.main([str(a), str(b)]) == 1
+    assert "claim x (5 phases): a is 'Ours-CNN' in d and 'Ours-NME' in d2" in capsys.readouterr().err
+
+
+def test_two_names_must_differ(tmp_path):
+    a = table(tmp_path / "a.csv", {"x": "yes"})
+    with pytest.raises(ValueError, match="one different name per table is needed, got A, A"):
+        compare_claims.compare([pd.read_csv(a), pd.read_csv(a)], ["A", "A"])
+
+
+def test_a_file_that_is_not_a_claims_table_is_an_error(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    a = table(tmp_path / "a.csv", {"x": "yes"})
+    assert compare_claims.main([str(tmp_path / "x.csv"), str(a)]) == 1
+    assert "not a claims table of this version" in capsys.readouterr().err
