@@ -266,6 +266,15 @@ def test_a_batch_larger_than_a_stage_is_said_once_for_all_its_runs(capsys):
     assert "train.batch_size=100" in line and "40 training images" in line and "and 1 more" in line, line
 
 
+def test_the_warnings_can_be_left_out_where_they_were_said_already(capsys):
+    """The Snakemake a cluster job starts reads the configuration again (common.smk: warn only in the main
+    process): the same configuration, no warning line."""
+    cfg = tiny(train={"epochs": 1, "milestones": [], "batch_size": 100})
+    assert warned(copy.deepcopy(cfg), capsys)
+    check_config(cfg, SCHEMA, check_paths=False, warn=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_cbf_without_exemplars_is_said(capsys):
     cfg = tiny(cbf=True)
     cfg["experiments"]["main"]["methods"] = ["lwf"]

@@ -245,12 +245,14 @@ def _run_path(r: Run) -> str:
     return f"{r.dataset}/{r.method}/{r.variant}/p{r.phases}/seed{r.seed}"
 
 
-def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True) -> list[Run]:
+def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bool = True,
+                 warn: bool = True) -> list[Run]:
     """Raise ConfigError on the first problem; return the runs the configuration asks for, after printing one
     warning line on stderr per setting that does less than it says. Strings written as numbers or booleans where
     the schema expects one become one, in `config` itself. check_paths: the data of the datasets the runs read are
     checked too (ucir.grid.check_data, as a real run); False: they are not (planning a grid on a machine without
-    its data; the workflow checks them itself, knowing a dry run)."""
+    its data; the workflow checks them itself, knowing a dry run). warn: False leaves the warnings out (the
+    Snakemake a cluster job starts reads the configuration again: its log need not repeat them)."""
     errors = replaced_errors(config)
     if not errors:
         coerce_config(config, schema)
@@ -263,6 +265,6 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], check_paths: bo
     if check_paths:
         check_data(config, runs)
     check_optional_packages(config, runs)
-    for line in unread_roots(config) + review_runs(config, runs):
+    for line in unread_roots(config) + review_runs(config, runs) if warn else ():
         print(f"ucir: warning: {line}", file=sys.stderr)
     return runs

@@ -10,13 +10,17 @@ from ucir.validate import check_config, load_schema
 
 # The JSON schema and every run's settings, then the data the runs read (ucir/data/check.py), before any job: one
 # message naming the key, the folder or file. Checked once, by the snakemake process the user started (not again in
-# each job). A dry run (`-n`; `workflow.dryrun` is still False while the Snakefile is read, the output settings
-# know) plans without the data where their folder does not exist, and says so.
+# each job, whose log need not repeat the warnings either). A dry run (`-n`; `workflow.dryrun` is still False while
+# the Snakefile is read, the output settings know) plans without the data where their folder does not exist, and
+# says so.
 try:
     RUNS = {
         r.key: r
         for r in check_config(
-            config, load_schema(workflow.source_path("../schemas/config.schema.yaml")), check_paths=False
+            config,
+            load_schema(workflow.source_path("../schemas/config.schema.yaml")),
+            check_paths=False,
+            warn=workflow.is_main_process,
         )
     }
     if workflow.is_main_process:
