@@ -11,7 +11,7 @@ SMK    := $(BIN)/snakemake --cores $(CORES) --printshellcmds
 CPU    := --set-threads train_base=1 train_phase=1 finetune_balanced=1
 
 .PHONY: setup demo test test-fast lint bench plan startup gpu-check fmnist-data fmnist fmnist-main fmnist-ablations \
-	fmnist-2x fmnist-precision report dryrun-paper clean
+	fmnist-2x fmnist-docs fmnist-precision report dryrun-paper clean
 
 ## PyPI's torch by default (its Linux wheels bundle CUDA). On a CPU-only machine, PyTorch's CPU build, same pins,
 ## several GB smaller: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu (on a fresh clone, or after
@@ -94,6 +94,16 @@ fmnist-main: $(STAMP) fmnist-data
 
 fmnist-ablations: $(STAMP) fmnist-data
 	$(SMK) $(CPU) --configfile $(FMNIST)
+
+## The study's tables (every run x phase in phases.csv), its training curves' summary, the claims at both budgets
+## side by side and its figures, copied into docs/tables/ and docs/figures/ for docs/results.md: after make fmnist.
+fmnist-docs: $(STAMP)
+	set -e; for ds in fashion_mnist fashion_mnist_2x; do \
+	  mkdir -p docs/tables/$$ds docs/figures/$$ds; \
+	  cp results/$$ds/tables/*.csv docs/tables/$$ds/; cp results/$$ds/figures/*.png docs/figures/$$ds/; \
+	  $(BIN)/python -m ucir.tools.curves logs/$$ds --csv docs/tables/$$ds/curves.csv > /dev/null; done
+	$(BIN)/python -m ucir.tools.compare_claims results/fashion_mnist/tables/claims.csv \
+	  results/fashion_mnist_2x/tables/claims.csv --names 20_epochs 40_epochs --csv docs/tables/claims_by_budget.csv
 
 fmnist-2x: $(STAMP) fmnist-data
 	$(if $(ORDERS),t=$$($(TARGETS) --configfile $(FMNIST_2X) --seeds $(ORDERS)) && $(SMK) $$t,$(SMK)) $(CPU) \
