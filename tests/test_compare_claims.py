@@ -60,3 +60,20 @@ def test_a_file_that_is_not_a_claims_table_is_an_error(tmp_path, capsys):
     a = table(tmp_path / "a.csv", {"x": "yes"})
     assert compare_claims.main([str(tmp_path / "x.csv"), str(a)]) == 1
     assert "not a claims table of this version" in capsys.readouterr().err
+
+
+def test_a_bar_in_a_cell_does_not_split_the_markdown_row(tmp_path, capsys):
+    a = table(tmp_path / "a.csv", {"x": "yes"}, a="|predicted - true share|")
+    assert compare_claims.main([str(a)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| 5 | \\|predicted - true share\\| vs iCaRL-CNN |") and row.count(" | ") == 5
+
+
+def test_the_results_page_shows_the_committed_claims_table():
+    """docs/results.md's claims table is what the tool renders from the claims.csv committed beside it, so every
+    number the page cites there is in a committed table."""
+    from pathlib import Path
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    claims = compare_claims.read_claims(str(docs / "tables" / "fashion_mnist" / "claims.csv"))
+    rows, _ = compare_claims.compare([claims], ["20_epochs"])
+    assert compare_claims.markdown(rows, ["20_epochs"]) in (docs / "results.md").read_text()

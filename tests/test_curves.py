@@ -67,3 +67,13 @@ def test_main_prints_the_table_and_a_folder_without_logs_is_an_error(tmp_path, c
     assert pd.read_csv(tmp_path / "t.csv")["curves"].tolist() == [1]
     assert curves.main([str(tmp_path / "empty")]) == 1
     assert "no training log (train_base.csv" in capsys.readouterr().err
+
+
+def test_a_curve_still_training_is_left_out_and_counted(tmp_path, capsys):
+    logs = tmp_path / "logs" / "fmnist"
+    for seed, acc in ((1, [70.0 + i for i in range(20)]), (2, [80.0] * 20), (3, [50.0 + 5 * i for i in range(8)])):
+        write_curve(logs / f"icarl/default/p5/seed{seed}/phase1/train_phase.csv", acc, [1.0] * len(acc))
+    assert curves.main([str(logs), "--csv", str(tmp_path / "t.csv")]) == 0
+    row = pd.read_csv(tmp_path / "t.csv").iloc[0]
+    assert (row.curves, row.epochs, row.acc_move_largest) == (2, 20, 5.0)
+    assert "1 curves shorter than the others of their stage left out" in capsys.readouterr().err

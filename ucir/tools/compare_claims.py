@@ -70,7 +70,8 @@ def markdown(rows: pd.DataFrame, names: list[str]) -> str:
         for n in names:
             p = r[f"p_holm_{n}"]
             cells += [_interval(r, n), "" if pd.isna(p) else f"{p:.3f}", r[f"answer_{n}"]]
-        lines.append("| " + " | ".join(cells + ([r["all"]] if "all" in rows else [])) + " |")
+        cells += [r["all"]] if "all" in rows else []
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 

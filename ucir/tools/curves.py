@@ -9,7 +9,8 @@ value a quarter of the epochs before (epoch E - E/4, e.g. 15 of 20): training ac
 to its value then. One row per dataset x (base model | method and variant) x stage: the number of curves, the median
 final training accuracy, the median and the largest (in size) movement of the accuracy, the median movement of the
 loss. Base models are named by their folder (their head and backbone); the runs that share one are those with that
-head. Columns are defined once, in COLUMNS.
+head. A curve shorter than the others of its stage (a job still training) is left out and counted on stderr.
+Columns are defined once, in COLUMNS.
 """
 from __future__ import annotations
 
@@ -62,6 +63,13 @@ def read(folders: list[Path], variants: list[str] = ()) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finished(curves: pd.DataFrame) -> pd.DataFrame:
+    """The curves as long as the longest of their dataset x trained x stage: a shorter one is a job still training
+    (or stopped), whose rows so far would pass for a shorter budget."""
+    longest = curves.groupby(["dataset", "trained", "stage"])["epochs"].transform("max")
+    return curves[curves["epochs"] == longest]
+
+
 def summarize(curves: pd.DataFrame) -> pd.DataFrame:
     """Per dataset x trained x stage: curves, epochs, median final accuracy, median and largest accuracy movement,
     median loss movement (%)."""
@@ -83,10 +91,15 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
     try:
-        table = summarize(read(args.folders, args.variants))
+        curves = read(args.folders, args.variants)
     except (OSError, ValueError) as e:
         print(f"ucir.tools.curves: {e}", file=sys.stderr)
         return 1
+    done = finished(curves)
+    if len(done) < len(curves):
+        print(f"ucir.tools.curves: {len(curves) - len(done)} curves shorter than the others of their stage left out "
+              "(jobs still training?)", file=sys.stderr)
+    table = summarize(done)
     if args.csv:
         table.to_csv(args.csv, index=False)
     print(table.to_string(index=False))
