@@ -74,40 +74,48 @@ fmnist-data:
 	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
-## The Fashion-MNIST study (docs/results.md): make fmnist runs all of it (the protocol's budget: main comparison over 10
-## class orders, ablations over 5; then the main comparison at twice the epochs). Sittings of under 2 h each on 2
-## idle cores, in any order; each skips what is done and resumes an interrupted job:
-##   make fmnist-main                 the main comparison at the protocol's budget (its runs only)
-##   make fmnist-ablations            Figs. 7-8, then configs/fashion_mnist.yaml's tables and figures
-##   make fmnist-2x ORDERS=1993-1997  the main comparison at twice the epochs, those class orders only
-##   make fmnist-2x                   the other orders, then configs/fashion_mnist_2x.yaml's tables and figures
+## The Fashion-MNIST study (docs/results.md): the main comparison over 10 class orders at the protocol's budget and
+## at twice its epochs, the ablations over 5. It runs in sittings of under 2 h each on 2 idle cores, in any order
+## and on any machine: each trains its runs (ORDERS=1993-1997: those class orders only), skipping the runs whose
+## records are kept under docs/runs/, then keeps theirs there (ucir.tools.records save) to be committed; an
+## interrupted sitting resumes where it stopped.
+##   make fmnist-main [ORDERS=...]       the main comparison at the protocol's budget
+##   make fmnist-ablations [ORDERS=...]  Figs. 7a, 7b, 8
+##   make fmnist-2x [ORDERS=...]         the main comparison at twice the epochs
+## make fmnist-docs then makes the tables and figures from the kept records alone (no training) and copies them
+## into docs/tables/ and docs/figures/; make fmnist runs every sitting, then fmnist-docs.
 FMNIST    := configs/fashion_mnist.yaml
 FMNIST_2X := configs/fashion_mnist_2x.yaml
 ORDERS    ?=
-TARGETS   := $(BIN)/python -m ucir.tools.targets
-fmnist: $(STAMP) fmnist-data
-	$(SMK) $(CPU) --configfile $(FMNIST)
-	$(SMK) $(CPU) --configfile $(FMNIST_2X)
+RECORDS   := $(BIN)/python -m ucir.tools.records
+# $(call sitting,CONFIG,TARGETS ARGUMENTS): the runs still to do, trained, then their records kept
+sitting = t=$$($(BIN)/python -m ucir.tools.targets --configfile $(1) $(2) $(if $(ORDERS),--seeds $(ORDERS)) \
+	  --skip-kept docs/runs) && { test -z "$$t" || $(SMK) $$t $(CPU) --configfile $(1); } && \
+	  $(RECORDS) save --configfile $(1)
+
+fmnist: fmnist-main fmnist-ablations fmnist-2x
+	$(MAKE) fmnist-docs
 
 fmnist-main: $(STAMP) fmnist-data
-	t=$$($(TARGETS) --configfile $(FMNIST) --experiments main) && $(SMK) $$t $(CPU) --configfile $(FMNIST)
+	$(call sitting,$(FMNIST),--experiments main)
 
 fmnist-ablations: $(STAMP) fmnist-data
-	$(SMK) $(CPU) --configfile $(FMNIST)
+	$(call sitting,$(FMNIST),--experiments components memory adaptive_weight)
+
+fmnist-2x: $(STAMP) fmnist-data
+	$(call sitting,$(FMNIST_2X),)
 
 ## The study's tables (every run x phase in phases.csv), its training curves' summary, the claims at both budgets
-## side by side and its figures, copied into docs/tables/ and docs/figures/ for docs/results.md: after make fmnist.
+## side by side and its figures, made from the records under docs/runs/ and copied into docs/tables/ and
+## docs/figures/ for docs/results.md.
 fmnist-docs: $(STAMP)
+	set -e; for c in $(FMNIST) $(FMNIST_2X); do $(RECORDS) report --configfile $$c; done
 	set -e; for ds in fashion_mnist fashion_mnist_2x; do \
 	  mkdir -p docs/tables/$$ds docs/figures/$$ds; \
 	  cp results/$$ds/tables/*.csv docs/tables/$$ds/; cp results/$$ds/figures/*.png docs/figures/$$ds/; \
-	  $(BIN)/python -m ucir.tools.curves logs/$$ds --csv docs/tables/$$ds/curves.csv > /dev/null; done
+	  $(BIN)/python -m ucir.tools.curves docs/runs/logs/$$ds --csv docs/tables/$$ds/curves.csv > /dev/null; done
 	$(BIN)/python -m ucir.tools.compare_claims results/fashion_mnist/tables/claims.csv \
 	  results/fashion_mnist_2x/tables/claims.csv --names 20_epochs 40_epochs --csv docs/tables/claims_by_budget.csv
-
-fmnist-2x: $(STAMP) fmnist-data
-	$(if $(ORDERS),t=$$($(TARGETS) --configfile $(FMNIST_2X) --seeds $(ORDERS)) && $(SMK) $$t,$(SMK)) $(CPU) \
-	  --configfile $(FMNIST_2X)
 
 ## The bf16 control (docs/benchmarks.md): LUCIR and iCaRL trained in fp32 and in bf16 on Fashion-MNIST, 3 class orders.
 fmnist-precision: $(STAMP) fmnist-data

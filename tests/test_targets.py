@@ -11,6 +11,7 @@ import pytest
 from smk import dry_run, run_dirs
 from ucir.config import ConfigError
 from ucir.tools import targets
+from ucir.tools.records import run_records
 from ucir.tools.plan import check, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,13 +80,48 @@ def test_snakemake_given_the_targets_plans_those_runs_and_no_table(tmp_path):
     assert not {"aggregate", "all"} & set(run.stats) and not any(r.startswith("plot_") for r in run.stats)
 
 
+def keep(run, records: Path) -> None:
+    """A run's records as ucir.tools.records save keeps them."""
+    for rel in run_records(run):
+        (records / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (records / "results" / rel).write_text("{}")
+
+
+def test_skip_kept_leaves_out_the_runs_whose_records_are_kept_and_says_how_many(tmp_path, capsys):
+    runs = [r for r in check(load_config([FMNIST])) if "main" in r.experiments and r.seed == 1993]
+    keep(runs[0], tmp_path)
+    out = paths("--configfile", FMNIST, "--experiments", "main", "--seeds", "1993", "--skip-kept", str(tmp_path),
+                capsys=capsys)
+    assert set(out) == {f"results/{r.path}/summary.json" for r in runs[1:]} and len(out) == 2
+    for run in runs[1:]:
+        keep(run, tmp_path)
+    assert targets.main(["--configfile", FMNIST, "--experiments", "main", "--seeds", "1993", "--skip-kept",
+                         str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "3 of 3 runs have their records kept" in err
+
+
+def test_a_run_missing_one_phase_record_is_not_kept(tmp_path, capsys):
+    run = next(r for r in check(load_config([FMNIST])) if "main" in r.experiments)
+    keep(run, tmp_path)
+    (tmp_path / "results" / run.path / f"phase{run.phases}" / "metrics.json").unlink()
+    out = paths("--configfile", FMNIST, "--experiments", "main", "--seeds", str(run.seed), "--skip-kept",
+                str(tmp_path), capsys=capsys)
+    assert f"results/{run.path}/summary.json" in out
+
+
 def test_the_make_targets_run_the_sittings_the_makefile_names():
-    """make -n: fmnist-main asks for the main comparison's runs, fmnist-2x ORDERS=... for those orders, both
-    stopping when the tool fails (never a plain snakemake on the whole configuration instead)."""
+    """make -n: each sitting asks the tool for its runs not kept yet (fmnist-main the main comparison's, ablations
+    Figs. 7-8's, fmnist-2x ORDERS=... those orders at twice the epochs), runs snakemake only when there are some
+    (never a plain snakemake on the whole configuration), stops when the tool fails, then keeps the records."""
     def dry(*args: str) -> str:
         return subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=REPO, check=True).stdout
-    main = dry("fmnist-main")
-    assert "ucir.tools.targets --configfile configs/fashion_mnist.yaml --experiments main) &&" in main
-    two = dry("fmnist-2x", "ORDERS=1993-1997")
-    assert "ucir.tools.targets --configfile configs/fashion_mnist_2x.yaml --seeds 1993-1997) &&" in two
-    assert "targets" not in dry("fmnist-2x") and "targets" not in dry("fmnist-ablations")
+    for args, config, selection in [
+            (["fmnist-main"], "configs/fashion_mnist.yaml", "--experiments main"),
+            (["fmnist-ablations"], "configs/fashion_mnist.yaml", "--experiments components memory adaptive_weight"),
+            (["fmnist-2x", "ORDERS=1993-1997"], "configs/fashion_mnist_2x.yaml", "--seeds 1993-1997")]:
+        recipe = " ".join(dry(*args).replace("\\\n", " ").split())
+        assert f"ucir.tools.targets --configfile {config} {selection} --skip-kept docs/runs) &&" in recipe, recipe
+        assert '{ test -z "$t" || .venv/bin/snakemake' in recipe and f"$t --set-threads" in recipe, recipe
+        assert recipe.endswith(f"&& .venv/bin/python -m ucir.tools.records save --configfile {config}"), recipe
+    assert "--seeds" not in dry("fmnist-2x")

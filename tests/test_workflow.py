@@ -264,6 +264,30 @@ def test_jobs_started_by_a_cluster_keep_the_code_hashes_of_the_submitting_run(cl
     assert parse_dry_run(proc.stdout).nothing_to_do, tail(proc)     # ... not by a job of the running grid
 
 
+# ---- a study's tables made again from its kept records (ucir.tools.records) -------------------------------------
+
+def test_tables_made_again_from_the_kept_records_in_an_empty_folder_are_the_same_and_nothing_trains(complete_run,
+                                                                                                   tmp_path):
+    from ucir.pipeline import REPORT_RULES, figure_outputs, table_outputs
+    from ucir.tools import records
+    from ucir.tools.plan import check, load_config
+
+    work, src, kept, fresh = complete_run / "work", complete_run / "src", tmp_path / "records", tmp_path / "fresh"
+    records.save(check(load_config([str(TINY)])), kept, results=work / "results", logs=work / "logs")
+    fresh.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "ucir.tools.records", "report", "--configfile", str(TINY),
+                           "--records", str(kept), "--", "--snakefile", str(src / "Snakefile")],
+                          cwd=fresh, env=env_for(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, tail(proc)
+    stats = job_stats(proc.stdout)
+    assert "aggregate" in stats and set(stats) <= set(REPORT_RULES), stats
+    assert not list(fresh.rglob("*.pt")), "a report from records trained or selected something"
+    for table in table_outputs("synthetic"):
+        assert (fresh / table).read_bytes() == (work / table).read_bytes(), table
+    assert all((fresh / f).is_file() for f in figure_outputs("synthetic"))
+
+
 # ---- the paper grid -------------------------------------------------------------------------------------------
 
 def test_paper_grid_dry_run_shares_base_models(tmp_path):

@@ -84,6 +84,8 @@ RULES: tuple[Rule, ...] = (
 )
 TARGET = "all"                    # the Snakefile's default target: no action, not in RULES
 BY_NAME = {r.name: r for r in RULES}
+# The rules that read only finished runs' records (summaries, metrics): the tables and figures of a dataset.
+REPORT_RULES = tuple(r.name for r in RULES if r.per == "dataset" and r.code == REPORT_CODE)
 BASE_RULES = {r.stage: r.name for r in RULES if r.shared}             # stage -> its rule in the base phase
 RUN_RULES = {r.stage: r.name for r in RULES if r.per == "phase"}      # stage -> its rule in phases 1..P
 # The method's stages, in the order a phase runs them: the base model's training, then an incremental phase's.
@@ -158,3 +160,8 @@ def table_path(dataset: str, table: str) -> str:
 def table_outputs(dataset: str) -> list[str]:
     """The tables `aggregate` writes for a dataset (CSV each, and tables.html with all of them)."""
     return [table_path(dataset, t) for t in (*TABLES, "tables")]
+
+
+def figure_outputs(dataset: str) -> list[str]:
+    """The figures of a dataset, one plot_* rule each (ucir.report.FIGURES; each also writes a PDF beside it)."""
+    return [f"results/{dataset}/figures/{f}.png" for f in FIGURES]

@@ -1,10 +1,11 @@
 """The files that make Snakemake run part of a configuration: one sitting of a study too long for one.
 
     python -m ucir.tools.targets [--configfile config.yaml ...] [--config key=value ...]
-                                 [--experiments NAME ...] [--seeds SEED | FIRST-LAST ...]
+                                 [--experiments NAME ...] [--seeds SEED | FIRST-LAST ...] [--skip-kept DIR]
 
 Prints the summary.json of every run of the named experiments (every experiment when none is named) whose class
-order is among --seeds (every order when none), one per line. Given to snakemake as targets, they train, select and
+order is among --seeds (every order when none), one per line; with --skip-kept, not those whose records are kept
+under DIR (ucir.tools.records: docs/runs), which are counted on stderr (all kept: nothing is printed). Given to snakemake as targets, they train, select and
 evaluate those runs (their base models included) and nothing else: the tables and figures read every run of a
 dataset, so a plain `snakemake` (no targets) makes them once all runs are there, rerunning none that is done.
 `make fmnist-main`, `make fmnist-ablations` and `make fmnist-2x ORDERS=...` are such sittings (docs/results.md).
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..config import ConfigError
 from ..grid import Run
 from .plan import check, load_config
+from .records import is_kept
 
 
 def parse_seeds(items: list[str]) -> set[int]:
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="as for snakemake")
     ap.add_argument("--experiments", nargs="+", default=[], metavar="NAME", help="default: every experiment")
     ap.add_argument("--seeds", nargs="+", default=[], metavar="SEED|FIRST-LAST", help="default: every class order")
+    ap.add_argument("--skip-kept", type=Path, default=None, metavar="DIR",
+                    help="leave out the runs whose records are kept under DIR (e.g. docs/runs)")
     args = ap.parse_args(argv)
     try:
         runs = check(load_config(args.configfile or ["config.yaml"], args.config))
@@ -64,7 +69,14 @@ def main(argv=None) -> int:
     except (ConfigError, OSError) as e:
         print(f"ucir.tools.targets: {e}", file=sys.stderr)
         return 1
-    print("\n".join(f"results/{r.path}/summary.json" for r in sorted(picked, key=lambda r: r.key)))
+    if args.skip_kept is not None:
+        todo = [r for r in picked if not is_kept(r, args.skip_kept)]
+        if len(todo) < len(picked):
+            print(f"ucir.tools.targets: {len(picked) - len(todo)} of {len(picked)} runs have their records kept under "
+                  f"{args.skip_kept}: left out", file=sys.stderr)
+        picked = todo
+    if picked:
+        print("\n".join(f"results/{r.path}/summary.json" for r in sorted(picked, key=lambda r: r.key)))
     return 0
 
 

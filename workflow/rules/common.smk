@@ -5,7 +5,7 @@ from ucir import deps
 from ucir.codehash import submission_hashes
 from ucir.config import METHODS, PREPARED_SOURCES, ConfigError
 from ucir.grid import BASE_DIR, BASE_PATTERN, EVALUATION_PATTERN, MEMORY_PATTERN, RUN_DIR, check_data, shared_jobs
-from ucir.pipeline import resources_of, rule_mismatch, script_of, table_outputs, threads_of
+from ucir.pipeline import figure_outputs, resources_of, rule_mismatch, script_of, table_outputs, threads_of
 from ucir.validate import check_config, load_schema
 
 # The JSON schema and every run's settings, then the data the runs read (ucir/data/check.py), before any job: one
@@ -201,5 +201,5 @@ def get_final_outputs():
         if config["datasets"][ds]["source"] == "imagenet_subset":
             outs.append(f"results/{ds}/classes.txt")
         outs += table_outputs(ds)
-        outs += expand(f"results/{ds}/figures/{{f}}.png", f=FIGURES)
+        outs += figure_outputs(ds)
     return sorted(set(outs))

@@ -1,6 +1,6 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
 from ucir.pipeline import table_path
-from ucir.report import CONFUSION_RUNS, FIGURES, HEAD_RUNS, TABLES
+from ucir.report import CONFUSION_RUNS, HEAD_RUNS, TABLES
 from ucir.report.select import figure_runs
 
 FIG_DIR = "results/{dataset}/figures"
