@@ -115,7 +115,8 @@ def test_the_make_targets_run_the_sittings_the_makefile_names():
     Figs. 7-8's, fmnist-2x ORDERS=... those orders at twice the epochs), runs snakemake only when there are some
     (never a plain snakemake on the whole configuration), stops when the tool fails, then keeps the records."""
     def dry(*args: str) -> str:
-        return subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=REPO, check=True).stdout
+        return subprocess.run(["make", "--no-print-directory", "-n", *args], capture_output=True, text=True,
+                              cwd=REPO, check=True).stdout       # no "Entering directory" under make test either
     for args, config, selection in [
             (["fmnist-main"], "configs/fashion_mnist.yaml", "--experiments main"),
             (["fmnist-ablations"], "configs/fashion_mnist.yaml", "--experiments components memory adaptive_weight"),
