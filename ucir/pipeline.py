@@ -86,6 +86,9 @@ TARGET = "all"                    # the Snakefile's default target: no action, n
 BY_NAME = {r.name: r for r in RULES}
 # The rules that read only finished runs' records (summaries, metrics): the tables and figures of a dataset.
 REPORT_RULES = tuple(r.name for r in RULES if r.per == "dataset" and r.code == REPORT_CODE)
+# The training rules, in the order a run meets them; each writes its epochs to logs/.../<rule>.csv (ucir.jobs).
+TRAINING_RULES = tuple(r.name for r in RULES if r.trains)
+FIGURE_DIR = "results/{dataset}/figures"
 BASE_RULES = {r.stage: r.name for r in RULES if r.shared}             # stage -> its rule in the base phase
 RUN_RULES = {r.stage: r.name for r in RULES if r.per == "phase"}      # stage -> its rule in phases 1..P
 # The method's stages, in the order a phase runs them: the base model's training, then an incremental phase's.
@@ -164,4 +167,4 @@ def table_outputs(dataset: str) -> list[str]:
 
 def figure_outputs(dataset: str) -> list[str]:
     """The figures of a dataset, one plot_* rule each (ucir.report.FIGURES; each also writes a PDF beside it)."""
-    return [f"results/{dataset}/figures/{f}.png" for f in FIGURES]
+    return [f"{FIGURE_DIR.format(dataset=dataset)}/{f}.png" for f in FIGURES]

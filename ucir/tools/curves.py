@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-STAGES = ("train_base", "train_phase", "finetune_balanced")
+from ..pipeline import TRAINING_RULES
+
+STAGES = TRAINING_RULES                 # train_base, train_phase, finetune_balanced: each a <stage>.csv
 COLUMNS = ("dataset", "trained", "stage", "curves", "epochs", "final_acc", "acc_move_median", "acc_move_largest",
            "loss_move_median")
 

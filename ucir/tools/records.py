@@ -34,11 +34,10 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..grid import BASE_DIR, Run
-from ..pipeline import REPORT_RULES, figure_outputs, table_outputs
+from ..pipeline import REPORT_RULES, TRAINING_RULES, figure_outputs, table_outputs
 from .plan import check, load_config
 
 RECORDS = Path("docs/runs")
-TRAINING_LOGS = ("train_base.csv", "train_phase.csv", "finetune_balanced.csv")
 VOLATILE = frozenset({"provenance", "img_per_s", "seconds"})
 
 
@@ -56,8 +55,9 @@ def is_kept(run: Run, records: Path) -> bool:
 def run_logs(run: Run) -> list[str]:
     """A run's training logs, relative to logs/: its base model's, then each phase's of the stages that write one."""
     base = BASE_DIR.format(dataset=run.dataset, base=run.base, seed=run.seed)
-    return [f"{base}/train_base.csv",
-            *(f"{run.path}/phase{k}/{name}" for k in range(1, run.phases + 1) for name in TRAINING_LOGS[1:])]
+    first, *per_phase = TRAINING_RULES
+    return [f"{base}/{first}.csv",
+            *(f"{run.path}/phase{k}/{rule}.csv" for k in range(1, run.phases + 1) for rule in per_phase)]
 
 
 def _content(path: Path):

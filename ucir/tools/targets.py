@@ -5,10 +5,11 @@
 
 Prints the summary.json of every run of the named experiments (every experiment when none is named) whose class
 order is among --seeds (every order when none), one per line; with --skip-kept, not those whose records are kept
-under DIR (ucir.tools.records: docs/runs), which are counted on stderr (all kept: nothing is printed). Given to snakemake as targets, they train, select and
-evaluate those runs (their base models included) and nothing else: the tables and figures read every run of a
-dataset, so a plain `snakemake` (no targets) makes them once all runs are there, rerunning none that is done.
-`make fmnist-main`, `make fmnist-ablations` and `make fmnist-2x ORDERS=...` are such sittings (docs/results.md).
+under DIR (ucir.tools.records: docs/runs), which are counted on stderr (all kept: nothing is printed). Given to
+snakemake as targets, they train, select and evaluate those runs (their base models included) and nothing else:
+the tables and figures read every run of a dataset, so a plain `snakemake` (no targets) makes them once all runs
+are there, rerunning none that is done. `make fmnist-main`, `make fmnist-ablations` and `make fmnist-2x` are such
+sittings (docs/results.md).
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 # The report's figure list and input functions (kept apart from the rules, as common.smk is).
-from ucir.pipeline import table_path
+from ucir.pipeline import FIGURE_DIR, table_path
 from ucir.report import CONFUSION_RUNS, HEAD_RUNS, TABLES
 from ucir.report.select import figure_runs
 
-FIG_DIR = "results/{dataset}/figures"
 
 
 def _picked(dataset, panels):
@@ -70,9 +69,9 @@ def get_plot_experiments(plot):
 
 def report_figure(name, label):
     """A figure's outputs: the PNG, marked for the report with workflow/report/{name}.rst as caption, and the PDF."""
-    png = report(f"{FIG_DIR}/{name}.png", caption=f"../report/{name}.rst", category="Figures",
+    png = report(f"{FIGURE_DIR}/{name}.png", caption=f"../report/{name}.rst", category="Figures",
                  subcategory="{dataset}", labels={"figure": label, "dataset": "{dataset}"})
-    return {"png": png, "pdf": f"{FIG_DIR}/{name}.pdf"}
+    return {"png": png, "pdf": f"{FIGURE_DIR}/{name}.pdf"}
 
 
 def report_table(name, ext="csv", label=None):
