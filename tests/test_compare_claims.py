@@ -69,11 +69,17 @@ def test_a_bar_in_a_cell_does_not_split_the_markdown_row(tmp_path, capsys):
     assert row.startswith("| 5 | \\|predicted - true share\\| vs iCaRL-CNN |") and row.count(" | ") == 5
 
 
-def test_the_results_page_shows_the_committed_claims_table():
-    """docs/results.md's claims table is what the tool renders from the claims.csv committed beside it, so every
-    number the page cites there is in a committed table."""
+def test_the_results_page_shows_the_committed_claims_tables_at_both_budgets():
+    """docs/results.md's claims table is what the tool renders from the two claims.csv committed beside it (20 and 40
+    epochs), and docs/tables/claims_by_budget.csv is that table: every number the page cites there is in a committed
+    table."""
     from pathlib import Path
     docs = Path(__file__).resolve().parents[1] / "docs"
-    claims = compare_claims.read_claims(str(docs / "tables" / "fashion_mnist" / "claims.csv"))
-    rows, _ = compare_claims.compare([claims], ["20_epochs"])
-    assert compare_claims.markdown(rows, ["20_epochs"]) in (docs / "results.md").read_text()
+    names = ["20_epochs", "40_epochs"]
+    tables = [compare_claims.read_claims(str(docs / "tables" / ds / "claims.csv"))
+              for ds in ("fashion_mnist", "fashion_mnist_2x")]
+    rows, _ = compare_claims.compare(tables, names)
+    assert len(rows) == len(tables[1]) == 16          # every 40-epoch claim has its 20-epoch partner
+    assert compare_claims.markdown(rows, names) in (docs / "results.md").read_text()
+    committed = pd.read_csv(docs / "tables" / "claims_by_budget.csv")
+    pd.testing.assert_frame_equal(committed, rows.reset_index(drop=True), check_dtype=False)

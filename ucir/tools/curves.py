@@ -1,5 +1,7 @@
 """Have the training curves flattened? Per method and stage, how far the training accuracy and loss still move over
-the last quarter of the epochs: the check a training budget is chosen by (docs/results.md, *The budget*).
+the last quarter of the epochs, and the final training accuracy. Under a step schedule the last quarter runs at the
+smallest learning rate, so a flat last quarter is necessary, not enough: compare the final training accuracy with a
+run at twice the epochs (two log folders, one table; docs/results.md, *The budget*).
 
     python -m ucir.tools.curves logs/fashion_mnist [logs/fashion_mnist_2x ...] [--variants default] [--csv FILE]
 
