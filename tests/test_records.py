@@ -54,7 +54,8 @@ def test_save_keeps_what_the_tables_and_curves_read_of_finished_runs_only(runs, 
                          f"results/{run}/phase2/metrics.json",
                          "logs/synthetic/base/cosine-resnet8/seed1993/train_base.csv",
                          f"logs/{run}/phase1/train_phase.csv", f"logs/{run}/phase2/train_phase.csv",
-                         f"logs/{run}/phase1/finetune_balanced.csv", f"logs/{run}/phase2/finetune_balanced.csv"}
+                         f"logs/{run}/phase1/finetune_balanced.csv", f"logs/{run}/phase2/finetune_balanced.csv",
+                         f"results/{run}/{records.MACHINE}"}
     assert kept[f"results/{run}/summary.json"] == (tmp_path / "results" / run / "summary.json").read_bytes()
     assert "1 finished runs" in message and "8 files written" in message and "1 runs not finished" in message
 
@@ -67,6 +68,24 @@ def test_saving_again_a_rerun_that_differs_only_in_how_it_was_made_keeps_the_fir
     message = save(runs, tmp_path)
     assert files(tmp_path / "docs" / "runs") == before
     assert "0 files written, 8 kept" in message
+
+
+def test_a_record_says_which_machine_first_kept_it(runs, tmp_path, monkeypatch):
+    """machine.json beside a run's records: the CPU and torch of the sitting that made it; a rerun elsewhere that says
+    the same leaves it as it was, a replaced record takes the new machine's."""
+    sidecar = tmp_path / "docs" / "runs" / "results" / runs[0].path / records.MACHINE
+    finish(tmp_path, runs[0])
+    save(runs, tmp_path)
+    here = json.loads(sidecar.read_text())
+    assert set(here) == {"cpu", "cpu_flags", "torch_cpu_capability", "torch", "python"}
+    assert here["cpu"] and here["torch"] == __import__("torch").__version__
+    monkeypatch.setattr(records, "machine", lambda: {"cpu": "another CPU"})
+    finish(tmp_path, runs[0], commit="another")
+    save(runs, tmp_path)
+    assert json.loads(sidecar.read_text()) == here
+    finish(tmp_path, runs[0], acc=60.0)
+    save(runs, tmp_path, replace=True)
+    assert json.loads(sidecar.read_text()) == {"cpu": "another CPU"}
 
 
 def test_a_rerun_that_found_something_else_is_refused_naming_the_file_and_nothing_is_written(runs, tmp_path):
@@ -98,7 +117,7 @@ def test_restore_puts_back_missing_records_and_refuses_results_that_differ(runs,
     kept = tmp_path / "sitting" / "docs" / "runs"
     fresh = tmp_path / "fresh" / "results"
     assert "6 records put back" in records.restore(runs, kept, fresh)
-    assert files(fresh) == files(kept / "results")
+    assert files(fresh) == {k: v for k, v in files(kept / "results").items() if not k.endswith(records.MACHINE)}
     assert "0 records put back" in records.restore(runs, kept, fresh)
     (fresh / runs[1].path / "summary.json").write_text(json.dumps({"accuracy": 12.0}))
     with pytest.raises(ConfigError, match=rf"{runs[1].path}/summary.json"):

@@ -10,7 +10,10 @@ save: each finished run of the configuration (one whose summary.json is under re
 phase's metrics.json; under `<records>/logs/` go the per-epoch training logs (train_base.csv of its base model,
 train_phase.csv and finetune_balanced.csv of its phases) that ucir.tools.curves reads. Runs not finished are left out
 and counted. A record kept before is left as it is when the new one says the same, and is an error naming the file
-when it differs (--replace keeps the new one): runs repeated in two sittings must agree.
+when it differs (--replace keeps the new one): runs repeated in two sittings must agree. Beside a run's records,
+machine.json says which machine first kept it (CPU model and instruction sets, torch's CPU kernels, torch version):
+training is bit-reproducible on one machine, not across CPUs (docs/results.md, *Running it*), so a record says where
+it was made. It is written once and never compared.
 
 report: puts the records back under results/ where a file is missing there (a file there that says something else
 is an error naming it), then runs snakemake on the configuration's tables and figures with only the rules that read
@@ -26,6 +29,7 @@ import argparse
 import csv
 import filecmp
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +43,25 @@ from .plan import check, load_config
 
 RECORDS = Path("docs/runs")
 VOLATILE = frozenset({"provenance", "img_per_s", "seconds"})
+MACHINE = "machine.json"                # beside a run's records: where it was first kept (never compared)
+ISA_FLAGS = ("avx", "amx", "fma", "sse4")   # /proc/cpuinfo flags that choose the CPU kernels
+
+
+def machine() -> dict:
+    """The machine a sitting runs on, as far as it decides a run's floating-point results: the CPU (model and the
+    instruction sets torch's kernels pick from), torch's CPU kernel level, torch and Python versions."""
+    import torch
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = sorted(f for f in info.get("flags", "").split() if f.startswith(ISA_FLAGS))
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(), "cpu_flags": flags,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "python": platform.python_version()}
 
 
 def run_records(run: Run) -> list[str]:
@@ -78,6 +101,10 @@ def _drop(value):
 
 def same(a: Path, b: Path) -> bool:
     return filecmp.cmp(a, b, shallow=False) or _content(a) == _content(b)
+
+
+def _kept_as(src: Path, record: Path) -> bool:
+    return record.exists() and same(src, record)
 
 
 @dataclass
@@ -121,8 +148,14 @@ def save(runs: list[Run], records: Path, replace: bool = False, results: Path = 
             raise ConfigError(f"run {run.path}: summary.json is there but not {', '.join(missing)}")
         pairs += [(results / p, records / "results" / p) for p in run_records(run)]
         pairs += [(logs / p, records / "logs" / p) for p in run_logs(run) if (logs / p).is_file()]
+    new = [r for r in finished if not _kept_as(results / r.path / "summary.json",
+                                               records / "results" / r.path / "summary.json")]
     done = copy_records(sorted(set(pairs)), replace, "the runs were made with other code or settings than the "
                         "records kept; --replace keeps the new ones")
+    if new:                             # made here: a record kept before keeps the machine that made it
+        here = json.dumps(machine(), indent=1) + "\n"
+        for run in new:
+            (records / "results" / run.path / MACHINE).write_text(here)
     unfinished = len(runs) - len(finished)
     return (f"{len(finished)} finished runs under {records}: {done.new} files written, {done.kept} kept as they "
             f"were" + (f"; {unfinished} runs not finished, left out" if unfinished else ""))
