@@ -33,7 +33,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError
@@ -103,14 +103,14 @@ def same(a: Path, b: Path) -> bool:
     return filecmp.cmp(a, b, shallow=False) or _content(a) == _content(b)
 
 
-def _kept_as(src: Path, record: Path) -> bool:
-    return record.exists() and same(src, record)
-
-
 @dataclass
 class Copied:
-    new: int = 0
+    written: list[Path] = field(default_factory=list)     # destinations written
     kept: int = 0
+
+    @property
+    def new(self) -> int:
+        return len(self.written)
 
 
 def _listed(paths: list) -> str:
@@ -134,7 +134,7 @@ def copy_records(pairs: list[tuple[Path, Path]], replace: bool, advice: str) -> 
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(src, tmp)
         tmp.replace(dest)
-        done.new += 1
+        done.written.append(dest)
     return done
 
 
@@ -148,10 +148,10 @@ def save(runs: list[Run], records: Path, replace: bool = False, results: Path = 
             raise ConfigError(f"run {run.path}: summary.json is there but not {', '.join(missing)}")
         pairs += [(results / p, records / "results" / p) for p in run_records(run)]
         pairs += [(logs / p, records / "logs" / p) for p in run_logs(run) if (logs / p).is_file()]
-    new = [r for r in finished if not _kept_as(results / r.path / "summary.json",
-                                               records / "results" / r.path / "summary.json")]
     done = copy_records(sorted(set(pairs)), replace, "the runs were made with other code or settings than the "
                         "records kept; --replace keeps the new ones")
+    written = set(done.written)
+    new = [r for r in finished if records / "results" / r.path / "summary.json" in written]
     if new:                             # made here: a record kept before keeps the machine that made it
         here = json.dumps(machine(), indent=1) + "\n"
         for run in new:

@@ -4,7 +4,6 @@ from ucir.report import CONFUSION_RUNS, HEAD_RUNS, TABLES
 from ucir.report.select import figure_runs
 
 
-
 def _picked(dataset, panels):
     """{panel: the Run drawn there} for the default-variant runs ucir.report.select.figure_runs picks."""
     runs = {(r.method, r.phases, r.seed): r for r in runs_of(dataset) if r.variant == "default"}
