@@ -1,11 +1,15 @@
 """ucir.tools.compare_claims: claims tables' answers side by side, and whether each holds in all of them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from ucir.report.claims import CLAIM_COLS
 from ucir.tools import compare_claims
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def table(path, answers: dict[str, str], dataset: str = "d", a: str = "Ours-CNN", figures: dict[str, str] | None = None):
@@ -78,23 +82,19 @@ def test_the_results_page_shows_the_committed_claims_tables_side_by_side(committ
     against those the records keep) are what the tool renders from the claims.csv committed beside them, and the
     committed CSV is that table: every number the page cites there is in a committed table. Every claim of the
     smaller table (the main comparison's 16) has its partner in the larger (with the ablations' claims)."""
-    from pathlib import Path
-    docs = Path(__file__).resolve().parents[1] / "docs"
-    claims = [compare_claims.read_claims(str(docs / "tables" / ds / "claims.csv")) for ds in tables]
+    claims = [compare_claims.read_claims(str(DOCS / "tables" / ds / "claims.csv")) for ds in tables]
     rows, unpaired = compare_claims.compare(claims, names)
     assert len(rows) == min(map(len, claims)) == paired
     assert unpaired == abs(len(claims[0]) - len(claims[1]))
-    assert compare_claims.markdown(rows, names) in (docs / "results.md").read_text()
-    pd.testing.assert_frame_equal(pd.read_csv(docs / "tables" / committed), rows.reset_index(drop=True),
+    assert compare_claims.markdown(rows, names) in (DOCS / "results.md").read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(DOCS / "tables" / committed), rows.reset_index(drop=True),
                                   check_dtype=False)
 
 
 def test_the_results_page_shows_the_committed_ablation_claims():
     """docs/results.md's ablation table is the tool's rendering of the committed 20-epoch claims table's rows for
     Figs. 7a, 7b and 8, each answered with at least the 5 orders the study promises."""
-    from pathlib import Path
-    docs = Path(__file__).resolve().parents[1] / "docs"
-    claims = compare_claims.read_claims(str(docs / "tables" / "fashion_mnist" / "claims.csv"))
+    claims = compare_claims.read_claims(str(DOCS / "tables" / "fashion_mnist" / "claims.csv"))
     rows, _ = compare_claims.compare([claims], ["20_epochs"], ["7a", "7b", "8"])
     assert len(rows) == 11 and rows["n_20_epochs"].min() >= 5
-    assert compare_claims.markdown(rows, ["20_epochs"]) in (docs / "results.md").read_text()
+    assert compare_claims.markdown(rows, ["20_epochs"]) in (DOCS / "results.md").read_text()
