@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..grid import BASE_DIR, Run
+from ..io import save_text
 from ..pipeline import REPORT_RULES, TRAINING_RULES, figure_outputs, table_outputs
 from .plan import check, load_config
 
@@ -155,7 +156,7 @@ def save(runs: list[Run], records: Path, replace: bool = False, results: Path = 
     if new:                             # made here: a record kept before keeps the machine that made it
         here = json.dumps(machine(), indent=1) + "\n"
         for run in new:
-            (records / "results" / run.path / MACHINE).write_text(here)
+            save_text(here, records / "results" / run.path / MACHINE)
     unfinished = len(runs) - len(finished)
     return (f"{len(finished)} finished runs under {records}: {done.new} files written, {done.kept} kept as they "
             f"were" + (f"; {unfinished} runs not finished, left out" if unfinished else ""))
